@@ -1,0 +1,26 @@
+/* Command-line conventions shared by every program: exit codes, usage
+ * errors, --version, and "program: what failed: why" messages. */
+#ifndef UB_UTIL_CLI_H
+#define UB_UTIL_CLI_H
+
+#include <stdint.h>
+
+enum {
+	UB_EXIT_OK = 0,
+	UB_EXIT_FAILURE = 1, /* runtime or configuration error */
+	UB_EXIT_USAGE = 2,   /* bad command line */
+};
+
+/* Prints "<prog>: <message>" and a hint to try --help on stderr; returns
+ * UB_EXIT_USAGE for `return ub_cli_usage_error(...)` in main. */
+__attribute__((format(printf, 2, 3))) int
+ub_cli_usage_error(const char *prog, const char *fmt, ...);
+/* Prints "<prog>: <message>" on stderr; returns UB_EXIT_FAILURE. */
+__attribute__((format(printf, 2, 3))) int ub_cli_fail(const char *prog,
+						       const char *fmt, ...);
+/* Prints "<display name> <version>" on stdout (the reference's format). */
+void ub_cli_print_version(const char *display_name);
+/* Parses a whole decimal unsigned number in 0..max; -EINVAL otherwise. */
+int ub_cli_parse_u64(const char *s, uint64_t max, uint64_t *out);
+
+#endif
