@@ -29,7 +29,7 @@ static int feed(EVP_CIPHER_CTX *ctx, int enc, unsigned char *out,
 		int ok = enc ? EVP_EncryptUpdate(ctx, out, &w, in, n)
 			     : EVP_DecryptUpdate(ctx, out, &w, in, n);
 
-		if (!ok || w != (out ? n : w))
+		if (!ok || (out && w != n))
 			return -1;
 		if (out)
 			out += n;
