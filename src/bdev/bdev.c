@@ -37,8 +37,7 @@ void ub_bdev_put(struct ub_bdev *dev)
 {
 	if (!dev)
 		return;
-	if (atomic_fetch_sub_explicit(&dev->refs, 1, memory_order_acq_rel) ==
-	    1)
+	if (atomic_fetch_sub_explicit(&dev->refs, 1, memory_order_acq_rel) == 1)
 		dev->ops->destroy(dev);
 }
 
@@ -73,6 +72,7 @@ static void wait_a_little(struct ub_bdev_chan *ch, int ms)
 void ub_bdev_chan_close(struct ub_bdev_chan *ch)
 {
 	struct ub_bdev_cqe cqe[UB_BDEV_DRAIN_BATCH];
+	struct timespec pause = {.tv_nsec = 50000};
 	uint64_t start, warned = 0;
 	struct ub_bdev *dev;
 
@@ -94,7 +94,7 @@ void ub_bdev_chan_close(struct ub_bdev_chan *ch)
 				 "to close a channel",
 				 dev->name, ch->inflight);
 		}
-		wait_a_little(ch, 1);
+		nanosleep(&pause, NULL);
 	}
 	ch->ops->close(ch);
 	ub_bdev_put(dev);
@@ -167,8 +167,7 @@ int ub_bdev_run_sync(struct ub_bdev_chan *ch, const struct ub_bdev_req *req,
 				  (unsigned long long)req->id, strerror(-rc));
 	rc = ub_bdev_chan_submit(ch);
 	if (rc < 0)
-		LOG_WARN("%s: submit failed: %s", ch->dev->name,
-			 strerror(-rc));
+		LOG_WARN("%s: submit failed: %s", ch->dev->name, strerror(-rc));
 	for (;;) {
 		n = ub_bdev_chan_poll(ch, cqe, UB_BDEV_DRAIN_BATCH);
 		for (i = 0; i < n; i++) {
@@ -182,10 +181,9 @@ int ub_bdev_run_sync(struct ub_bdev_chan *ch, const struct ub_bdev_req *req,
 			}
 			rc = cqe[i].res;
 			if (rc < 0)
-				return ub_err_ret(err, rc,
-						  "Failed request ID: %llu: %s",
-						  (unsigned long long)req->id,
-						  strerror(-rc));
+				return ub_err_ret(
+				    err, rc, "Failed request ID: %llu: %s",
+				    (unsigned long long)req->id, strerror(-rc));
 			return 0;
 		}
 		if (n)
@@ -216,9 +214,8 @@ int ub_bdev_read_sync(struct ub_bdev_chan *ch, uint64_t sector, uint32_t count,
 	return ub_bdev_run_sync(ch, &req, timeout_ms, err);
 }
 
-int ub_bdev_write_sync(struct ub_bdev_chan *ch, uint64_t sector,
-		       uint32_t count, const void *buf, unsigned timeout_ms,
-		       struct ub_err *err)
+int ub_bdev_write_sync(struct ub_bdev_chan *ch, uint64_t sector, uint32_t count,
+		       const void *buf, unsigned timeout_ms, struct ub_err *err)
 {
 	struct iovec iov = {.iov_base = (void *)buf,
 			    .iov_len = (size_t)count << UB_SECTOR_SHIFT};

@@ -121,8 +121,7 @@ static int probe_blk(struct ub_file_dev *fdev, int fd, const struct stat *st,
 		lbs = UB_SECTOR_SIZE;
 	fdev->lbs = (uint32_t)lbs;
 	fdev->base.flags |= UB_BDEV_F_WRITE_ZEROES;
-	if (read_queue_attr(st->st_rdev, "discard_max_bytes", &val) == 0 &&
-	    val)
+	if (read_queue_attr(st->st_rdev, "discard_max_bytes", &val) == 0 && val)
 		fdev->base.flags |= UB_BDEV_F_DISCARD;
 	if (fdev->direct &&
 	    read_queue_attr(st->st_rdev, "io_poll", &val) == 0 && val == 1)
@@ -240,7 +239,7 @@ int ub_file_dev_create(const struct ub_file_bdev_opts *o,
 	}
 	if (o->readonly)
 		fdev->base.flags &=
-			~(uint32_t)(UB_BDEV_F_DISCARD | UB_BDEV_F_WRITE_ZEROES);
+		    ~(uint32_t)(UB_BDEV_F_DISCARD | UB_BDEV_F_WRITE_ZEROES);
 	probe_dio_align(fdev, fd);
 	fdev->base.sectors = bytes >> UB_SECTOR_SHIFT;
 	close(fd);
@@ -332,8 +331,8 @@ int ub_file_write_zeroes(struct ub_file_dev *fdev, int fd, uint64_t off,
 	if (fdev->is_blk)
 		return blk_range_ioctl(fd, BLKZEROOUT, off, len);
 	if (!atomic_load_explicit(&fdev->no_zero_range, memory_order_relaxed)) {
-		rc = do_fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-				  off, len);
+		rc = do_fallocate(
+		    fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
 		if (rc != -EOPNOTSUPP)
 			return rc;
 		atomic_store_explicit(&fdev->no_zero_range, true,
@@ -344,8 +343,8 @@ int ub_file_write_zeroes(struct ub_file_dev *fdev, int fd, uint64_t off,
 			    len);
 }
 
-void ub_iov_copy_out(void *dst, const struct iovec *iov, int iovcnt,
-		     size_t pos, size_t len)
+void ub_iov_copy_out(void *dst, const struct iovec *iov, int iovcnt, size_t pos,
+		     size_t len)
 {
 	unsigned char *d = dst;
 	size_t n;

@@ -22,10 +22,10 @@ enum {
 
 struct ub_file_dev {
 	struct ub_bdev base;
-	char *path;	 /* heap copy of the configured path */
-	int open_flags;	 /* for every channel's open(2) */
-	uint32_t depth;	 /* requests in flight per channel */
-	uint32_t lbs;	 /* logical block size (512 for regular files) */
+	char *path;	    /* heap copy of the configured path */
+	int open_flags;	    /* for every channel's open(2) */
+	uint32_t depth;	    /* requests in flight per channel */
+	uint32_t lbs;	    /* logical block size (512 for regular files) */
 	uint32_t mem_align; /* O_DIRECT memory alignment, 1 when buffered */
 	uint32_t len_align; /* O_DIRECT length/offset alignment, 1 when
 			       buffered */
@@ -65,8 +65,8 @@ int ub_file_write_zeroes(struct ub_file_dev *fdev, int fd, uint64_t off,
 			 uint64_t len);
 /* Copies len bytes starting pos bytes into the iovecs out to dst, or from
  * src into them. */
-void ub_iov_copy_out(void *dst, const struct iovec *iov, int iovcnt,
-		     size_t pos, size_t len);
+void ub_iov_copy_out(void *dst, const struct iovec *iov, int iovcnt, size_t pos,
+		     size_t len);
 void ub_iov_copy_in(const struct iovec *iov, int iovcnt, size_t pos,
 		    const void *src, size_t len);
 

@@ -63,10 +63,10 @@ static void null_close(struct ub_bdev_chan *ch)
 }
 
 static const struct ub_bdev_chan_ops null_chan_ops = {
-	.queue = null_queue,
-	.submit = null_submit,
-	.poll = null_poll,
-	.close = null_close,
+    .queue = null_queue,
+    .submit = null_submit,
+    .poll = null_poll,
+    .close = null_close,
 };
 
 static int null_open_chan(struct ub_bdev *dev, struct ub_bdev_chan **out,
@@ -92,8 +92,8 @@ static void null_destroy(struct ub_bdev *dev)
 }
 
 static const struct ub_bdev_ops null_ops = {
-	.open_chan = null_open_chan,
-	.destroy = null_destroy,
+    .open_chan = null_open_chan,
+    .destroy = null_destroy,
 };
 
 int ub_null_bdev_create(uint64_t sectors, struct ub_bdev **out,

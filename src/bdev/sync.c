@@ -202,10 +202,10 @@ static void sync_close(struct ub_bdev_chan *ch)
 }
 
 static const struct ub_bdev_chan_ops sync_chan_ops = {
-	.queue = sync_queue,
-	.submit = sync_submit,
-	.poll = sync_poll,
-	.close = sync_close,
+    .queue = sync_queue,
+    .submit = sync_submit,
+    .poll = sync_poll,
+    .close = sync_close,
 };
 
 static int sync_open_chan(struct ub_bdev *dev, struct ub_bdev_chan **out,
@@ -248,8 +248,8 @@ static void sync_destroy(struct ub_bdev *dev)
 }
 
 static const struct ub_bdev_ops sync_ops = {
-	.open_chan = sync_open_chan,
-	.destroy = sync_destroy,
+    .open_chan = sync_open_chan,
+    .destroy = sync_destroy,
 };
 
 int ub_sync_bdev_create(const struct ub_file_bdev_opts *o, unsigned flags,

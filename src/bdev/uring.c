@@ -41,7 +41,7 @@
 #define UR_RETRY_MAX 64
 /* CQEs taken from the ring per peek. */
 #define UR_CQE_BATCH 32u
-#define UR_NONE UINT32_MAX
+#define UR_NONE	     UINT32_MAX
 
 enum ur_kind {
 	UR_FLAT,  /* one buffer: pos, left */
@@ -52,16 +52,16 @@ enum ur_kind {
 
 struct ur_slot {
 	uint64_t id;
-	uint64_t off;	   /* file offset of what is left */
-	size_t left;	   /* bytes still to transfer */
-	size_t total;	   /* bytes of the request */
-	char *pos;	   /* UR_FLAT: next byte of the buffer */
-	struct iovec *iov; /* UR_VEC: iovecs left; bounced read: the
-			      caller's iovecs to copy into at the end */
+	uint64_t off;		/* file offset of what is left */
+	size_t left;		/* bytes still to transfer */
+	size_t total;		/* bytes of the request */
+	char *pos;		/* UR_FLAT: next byte of the buffer */
+	struct iovec *iov;	/* UR_VEC: iovecs left; bounced read: the
+				   caller's iovecs to copy into at the end */
 	struct iovec *iov_heap; /* heap, iov_cap entries; kept for reuse
 				   until the channel closes */
-	char *bounce; /* pool chunk or heap (see chunk); NULL when the
-			 caller's memory is used */
+	char *bounce;		/* pool chunk or heap (see chunk); NULL when the
+				   caller's memory is used */
 	uint32_t iov_cap;
 	uint32_t next; /* free list link */
 	int iovcnt;
@@ -84,9 +84,9 @@ struct ur_chan {
 	bool pool_reg;	  /* pool registered as fixed buffers */
 	bool pool_tried;  /* pool allocation attempted */
 	int fd;
-	int file;	    /* fixed-file index, or fd when not registered */
-	unsigned sqe_flags; /* IOSQE_FIXED_FILE when registered */
-	int efd;	    /* eventfd, -1 until event_fd() asks for it */
+	int file;	       /* fixed-file index, or fd when not registered */
+	unsigned sqe_flags;    /* IOSQE_FIXED_FILE when registered */
+	int efd;	       /* eventfd, -1 until event_fd() asks for it */
 	struct ur_slot *slots; /* heap, depth entries */
 	uint32_t free_head;
 	struct ub_bdev_cqe *done; /* heap ring of depth results of requests
@@ -158,8 +158,7 @@ static void pool_init(struct ur_chan *c)
 	n = c->base.depth < UR_POOL_MAX ? c->base.depth : UR_POOL_MAX;
 	c->pool = ub_bdev_buf_alloc((size_t)n * UR_CHUNK);
 	if (!c->pool) {
-		LOG_WARN("%s: no memory for a bounce pool",
-			 c->base.dev->name);
+		LOG_WARN("%s: no memory for a bounce pool", c->base.dev->name);
 		return;
 	}
 	c->pool_n = n;
@@ -604,11 +603,11 @@ static int ring_init(struct ur_chan *c, struct ub_err *err)
 }
 
 static const struct ub_bdev_chan_ops ur_chan_ops = {
-	.queue = ur_queue,
-	.submit = ur_submit,
-	.poll = ur_poll,
-	.event_fd = ur_event_fd,
-	.close = ur_close,
+    .queue = ur_queue,
+    .submit = ur_submit,
+    .poll = ur_poll,
+    .event_fd = ur_event_fd,
+    .close = ur_close,
 };
 
 static int ur_open_chan(struct ub_bdev *dev, struct ub_bdev_chan **out,
@@ -662,8 +661,8 @@ static void ur_destroy(struct ub_bdev *dev)
 }
 
 static const struct ub_bdev_ops ur_ops = {
-	.open_chan = ur_open_chan,
-	.destroy = ur_destroy,
+    .open_chan = ur_open_chan,
+    .destroy = ur_destroy,
 };
 
 int ub_uring_bdev_create(const struct ub_file_bdev_opts *o, unsigned flags,

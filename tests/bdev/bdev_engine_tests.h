@@ -41,11 +41,8 @@ static void test_readonly_device_reads_and_refuses_writes(void **state)
 {
 	unsigned char buf[SECT];
 	struct iovec iov = {.iov_base = buf, .iov_len = SECT};
-	struct ub_bdev_req w = {.op = UB_BDEV_WRITE,
-				.count = 1,
-				.iov = &iov,
-				.iovcnt = 1,
-				.id = 1};
+	struct ub_bdev_req w = {
+	    .op = UB_BDEV_WRITE, .count = 1, .iov = &iov, .iovcnt = 1, .id = 1};
 	struct ub_bdev_req d = {.op = UB_BDEV_DISCARD, .count = 1, .id = 2};
 	struct ub_bdev_req z = {.op = UB_BDEV_WRITE_ZEROES, .count = 1};
 	struct ub_bdev *dev;
@@ -73,8 +70,7 @@ static void test_missing_path_fails_with_enoent(void **state)
 	struct ub_bdev *dev = NULL;
 	struct ub_err err = {{0}};
 
-	assert_int_equal(ub_file_bdev_open(g_engine, &o, &dev, &err),
-			 -ENOENT);
+	assert_int_equal(ub_file_bdev_open(g_engine, &o, &dev, &err), -ENOENT);
 	assert_null(dev);
 	assert_non_null(strstr(err.msg, "Failed to open file"));
 	assert_non_null(strstr(err.msg, "No such file or directory"));
@@ -172,6 +168,14 @@ static void test_bad_requests_are_refused_at_queue(void **state)
 static void test_read_past_end_of_file_is_eio(void **state)
 {
 	unsigned char *buf = ub_bdev_buf_alloc(4 * SECT); /* heap */
+	struct iovec v[2] = {{buf, 2 * SECT}, {buf + 2 * SECT, 2 * SECT}};
+	struct ub_bdev_req r = {.op = UB_BDEV_READ,
+				.sector = 1,
+				.count = 4,
+				.iov = v,
+				.iovcnt = 2,
+				.id = 4};
+	struct ub_err err = {{0}};
 	struct ub_bdev *dev;
 	struct ub_bdev_chan *ch;
 
@@ -182,6 +186,9 @@ static void test_read_past_end_of_file_is_eio(void **state)
 	assert_int_equal(run1(ch, UB_BDEV_READ, 4, 1, buf, 1), -EIO);
 	assert_int_equal(run1(ch, UB_BDEV_READ, 2, 4, buf, 2), -EIO);
 	assert_int_equal(run1(ch, UB_BDEV_READ, 0, 4, buf, 3), 0);
+	/* Vectored: the short read ends inside the second iovec. */
+	assert_int_equal(ub_bdev_run_sync(ch, &r, T_TIMEOUT_MS, &err), -EIO);
+	assert_non_null(strstr(err.msg, "Failed request ID: 4"));
 	ub_bdev_chan_close(ch);
 	ub_bdev_put(dev);
 	free(buf);
@@ -190,19 +197,16 @@ static void test_read_past_end_of_file_is_eio(void **state)
 /* Criterion 9, adapted: a FIFO or a character device is not a device. */
 static void test_fifo_and_char_device_are_refused(void **state)
 {
-	struct ub_file_bdev_opts o = {.path = tpath("fifo"),
-				      .queue_depth = 8};
+	struct ub_file_bdev_opts o = {.path = tpath("fifo"), .queue_depth = 8};
 	struct ub_bdev *dev = NULL;
 	struct ub_err err = {{0}};
 
 	assert_int_equal(mkfifo(tpath("fifo"), 0600), 0);
-	assert_int_equal(ub_file_bdev_open(g_engine, &o, &dev, &err),
-			 -EINVAL);
+	assert_int_equal(ub_file_bdev_open(g_engine, &o, &dev, &err), -EINVAL);
 	assert_non_null(
-		strstr(err.msg, "is not a regular file or a block device"));
+	    strstr(err.msg, "is not a regular file or a block device"));
 	o.path = "/dev/zero";
-	assert_int_equal(ub_file_bdev_open(g_engine, &o, &dev, &err),
-			 -EINVAL);
+	assert_int_equal(ub_file_bdev_open(g_engine, &o, &dev, &err), -EINVAL);
 	assert_null(dev);
 	unlink(tpath("fifo"));
 }
@@ -237,9 +241,8 @@ static void test_flush_on_dev_full_fails(void **state)
 		skip();
 		return;
 	}
-	assert_int_equal(ub_file_bdev_open_flags(g_engine, &o,
-						 UB_FILE_ALLOW_CHAR, &dev,
-						 &err),
+	assert_int_equal(ub_file_bdev_open_flags(
+			     g_engine, &o, UB_FILE_ALLOW_CHAR, &dev, &err),
 			 0);
 	assert_int_equal(dev->sectors, 0);
 	ch = open_chan(dev);
@@ -278,9 +281,8 @@ static void test_direct_io_round_trips(void **state)
  * queue until it is polled. */
 static void test_write_through_flush_succeeds(void **state)
 {
-	struct ub_file_bdev_opts o = {.path = tpath("wt"),
-				      .write_through = true,
-				      .queue_depth = 8};
+	struct ub_file_bdev_opts o = {
+	    .path = tpath("wt"), .write_through = true, .queue_depth = 8};
 	unsigned char *buf = ub_bdev_buf_alloc(SECT); /* heap */
 	struct ub_bdev_req f = {.op = UB_BDEV_FLUSH, .id = 1};
 	struct ub_bdev_cqe c;
@@ -322,8 +324,8 @@ static void test_clone_shares_the_target(void **state)
 	b = open_chan(clone);
 	a = open_chan(dev);
 	memset(buf, 0x42, SECT);
-	assert_int_equal(
-		ub_bdev_write_sync(b, 7, 1, buf, T_TIMEOUT_MS, &err), 0);
+	assert_int_equal(ub_bdev_write_sync(b, 7, 1, buf, T_TIMEOUT_MS, &err),
+			 0);
 	assert_int_equal(ub_bdev_flush_sync(b, T_TIMEOUT_MS, &err), 0);
 	memset(buf, 0, SECT);
 	assert_int_equal(ub_bdev_read_sync(a, 7, 1, buf, T_TIMEOUT_MS, &err),
@@ -355,7 +357,7 @@ static void test_queue_depth_must_be_a_power_of_two(void **state)
 	o.queue_depth = 3;
 	ub_file_bdev_open(g_engine, &o, &dev, &err);
 	assert_non_null(
-		strstr(err.msg, "queue_size must be a positive power of two"));
+	    strstr(err.msg, "queue_size must be a positive power of two"));
 	o.queue_depth = 65536;
 	ub_file_bdev_open(g_engine, &o, &dev, &err);
 	assert_non_null(strstr(err.msg, "Invalid io_uring queue size"));
@@ -370,11 +372,8 @@ static void test_busy_until_every_completion_is_polled(void **state)
 {
 	unsigned char *buf = ub_bdev_buf_alloc(SECT); /* heap */
 	struct iovec iov = {.iov_base = buf, .iov_len = SECT};
-	struct ub_bdev_req w = {.op = UB_BDEV_WRITE,
-				.count = 1,
-				.iov = &iov,
-				.iovcnt = 1,
-				.id = 1};
+	struct ub_bdev_req w = {
+	    .op = UB_BDEV_WRITE, .count = 1, .iov = &iov, .iovcnt = 1, .id = 1};
 	struct ub_bdev_req f = {.op = UB_BDEV_FLUSH, .id = 2};
 	struct ub_bdev_cqe c[2];
 	struct ub_bdev *dev;
@@ -407,11 +406,8 @@ static void test_full_queue_refuses_with_eagain(void **state)
 {
 	unsigned char *buf = ub_bdev_buf_alloc(SECT); /* heap */
 	struct iovec iov = {.iov_base = buf, .iov_len = SECT};
-	struct ub_bdev_req w = {.op = UB_BDEV_WRITE,
-				.count = 1,
-				.iov = &iov,
-				.iovcnt = 1,
-				.id = 1};
+	struct ub_bdev_req w = {
+	    .op = UB_BDEV_WRITE, .count = 1, .iov = &iov, .iovcnt = 1, .id = 1};
 	struct ub_bdev_req f = {.op = UB_BDEV_FLUSH, .id = 3};
 	struct ub_bdev_cqe c;
 	struct ub_bdev *dev;
@@ -509,8 +505,8 @@ static void test_misaligned_split_iovecs_round_trip_on_direct_file(void **s)
 		wi[0] = (struct iovec){w, a};
 		wi[1] = (struct iovec){w + a, b};
 		wi[2] = (struct iovec){w + a + b, len - a - b};
-		assert_int_equal(
-			ub_bdev_run_sync(ch, &req, T_TIMEOUT_MS, &err), 0);
+		assert_int_equal(ub_bdev_run_sync(ch, &req, T_TIMEOUT_MS, &err),
+				 0);
 		ri[0] = (struct iovec){r, 1};
 		ri[1] = (struct iovec){r + 1, 0};
 		ri[2] = (struct iovec){r + 1, b};
@@ -518,8 +514,8 @@ static void test_misaligned_split_iovecs_round_trip_on_direct_file(void **s)
 		req.op = UB_BDEV_READ;
 		req.iov = ri;
 		req.iovcnt = 4;
-		assert_int_equal(
-			ub_bdev_run_sync(ch, &req, T_TIMEOUT_MS, &err), 0);
+		assert_int_equal(ub_bdev_run_sync(ch, &req, T_TIMEOUT_MS, &err),
+				 0);
 		assert_memory_equal(w, r, len);
 	}
 	ub_bdev_chan_close(ch);
@@ -582,7 +578,7 @@ struct mix_slot {
  * against a shadow copy. No two requests in flight overlap. */
 static void test_qd32_mixed_reads_and_writes_verify(void **state)
 {
-	unsigned char *shadow = calloc(MIX_BLOCKS, 4096); /* heap */
+	unsigned char *shadow = calloc(MIX_BLOCKS, 4096);  /* heap */
 	bool *inflight = calloc(MIX_BLOCKS, sizeof(bool)); /* heap */
 	struct mix_slot slot[MIX_QD];
 	struct ub_bdev_cqe c[MIX_QD];
@@ -617,8 +613,8 @@ static void test_qd32_mixed_reads_and_writes_verify(void **state)
 			m->iov.iov_len = m->count * SECT;
 			if (m->write) {
 				fill_pattern(m->buf, m->iov.iov_len, started);
-				memcpy(shadow + (size_t)m->block * 4096,
-				       m->buf, m->iov.iov_len);
+				memcpy(shadow + (size_t)m->block * 4096, m->buf,
+				       m->iov.iov_len);
 			}
 			req.op = m->write ? UB_BDEV_WRITE : UB_BDEV_READ;
 			req.sector = (uint64_t)m->block * 8;
@@ -640,9 +636,8 @@ static void test_qd32_mixed_reads_and_writes_verify(void **state)
 			assert_true(m->busy);
 			if (!m->write) {
 				assert_memory_equal(
-					m->buf,
-					shadow + (size_t)m->block * 4096,
-					m->iov.iov_len);
+				    m->buf, shadow + (size_t)m->block * 4096,
+				    m->iov.iov_len);
 				reads++;
 			}
 			inflight[m->block] = false;
@@ -666,14 +661,10 @@ static void test_qd32_mixed_reads_and_writes_verify(void **state)
 static void test_write_zeroes_reads_back_zeros_and_discard_succeeds(void **s)
 {
 	unsigned char *buf = ub_bdev_buf_alloc(64 * SECT); /* heap */
-	struct ub_bdev_req z = {.op = UB_BDEV_WRITE_ZEROES,
-				.sector = 16,
-				.count = 16,
-				.id = 1};
-	struct ub_bdev_req d = {.op = UB_BDEV_DISCARD,
-				.sector = 40,
-				.count = 8,
-				.id = 2};
+	struct ub_bdev_req z = {
+	    .op = UB_BDEV_WRITE_ZEROES, .sector = 16, .count = 16, .id = 1};
+	struct ub_bdev_req d = {
+	    .op = UB_BDEV_DISCARD, .sector = 40, .count = 8, .id = 2};
 	struct ub_bdev_cqe c[2];
 	struct ub_bdev *dev;
 	struct ub_bdev_chan *ch;
@@ -819,8 +810,8 @@ static void test_direct_falls_back_and_discard_follows_the_fs(void **state)
 	assert_int_equal(run1(ch, UB_BDEV_WRITE_ZEROES, 5, 1, NULL, 3), 0);
 	assert_int_equal(run1(ch, UB_BDEV_READ, 0, 8, buf, 4), 0);
 	for (size_t i = 0; i < 8 * SECT; i++)
-		assert_int_equal(buf[i], i >= 2 * SECT && i < 6 * SECT ? 0
-								       : 0x77);
+		assert_int_equal(buf[i],
+				 i >= 2 * SECT && i < 6 * SECT ? 0 : 0x77);
 	ub_bdev_chan_close(ch);
 	ub_bdev_put(dev);
 	umount_scratch(mnt);
@@ -876,35 +867,33 @@ static void test_loop_device_capacity_and_io(void **state)
 
 #define ENGINE_TESTS                                                           \
 	cmocka_unit_test(test_write_then_read_round_trips),                    \
-		cmocka_unit_test(                                              \
-			test_readonly_device_reads_and_refuses_writes),        \
-		cmocka_unit_test(test_missing_path_fails_with_enoent),         \
-		cmocka_unit_test(test_channel_open_fails_when_file_vanished),  \
-		cmocka_unit_test(test_size_not_multiple_of_sector_is_refused), \
-		cmocka_unit_test(test_capacity_is_file_size_in_sectors),       \
-		cmocka_unit_test(test_bad_requests_are_refused_at_queue),      \
-		cmocka_unit_test(test_read_past_end_of_file_is_eio),           \
-		cmocka_unit_test(test_fifo_and_char_device_are_refused),       \
-		cmocka_unit_test(                                              \
-			test_fresh_channel_is_idle_and_flush_succeeds),        \
-		cmocka_unit_test(test_flush_on_dev_full_fails),                \
-		cmocka_unit_test(test_direct_io_round_trips),                  \
-		cmocka_unit_test(test_write_through_flush_succeeds),           \
-		cmocka_unit_test(test_clone_shares_the_target),                \
-		cmocka_unit_test(test_queue_depth_must_be_a_power_of_two),     \
-		cmocka_unit_test(test_busy_until_every_completion_is_polled),  \
-		cmocka_unit_test(test_full_queue_refuses_with_eagain),         \
-		cmocka_unit_test(test_failed_request_is_busy_until_polled),    \
-		cmocka_unit_test(                                              \
-			test_misaligned_split_iovecs_round_trip_on_direct_file), \
-		cmocka_unit_test(test_aligned_split_iovecs_round_trip),        \
-		cmocka_unit_test(test_qd32_mixed_reads_and_writes_verify),     \
-		cmocka_unit_test(                                              \
-			test_write_zeroes_reads_back_zeros_and_discard_succeeds), \
-		cmocka_unit_test(test_close_waits_for_inflight_requests),      \
-		cmocka_unit_test(test_full_file_system_gives_enospc),          \
-		cmocka_unit_test(                                              \
-			test_direct_falls_back_and_discard_follows_the_fs),    \
-		cmocka_unit_test(test_loop_device_capacity_and_io)
+	    cmocka_unit_test(test_readonly_device_reads_and_refuses_writes),   \
+	    cmocka_unit_test(test_missing_path_fails_with_enoent),             \
+	    cmocka_unit_test(test_channel_open_fails_when_file_vanished),      \
+	    cmocka_unit_test(test_size_not_multiple_of_sector_is_refused),     \
+	    cmocka_unit_test(test_capacity_is_file_size_in_sectors),           \
+	    cmocka_unit_test(test_bad_requests_are_refused_at_queue),          \
+	    cmocka_unit_test(test_read_past_end_of_file_is_eio),               \
+	    cmocka_unit_test(test_fifo_and_char_device_are_refused),           \
+	    cmocka_unit_test(test_fresh_channel_is_idle_and_flush_succeeds),   \
+	    cmocka_unit_test(test_flush_on_dev_full_fails),                    \
+	    cmocka_unit_test(test_direct_io_round_trips),                      \
+	    cmocka_unit_test(test_write_through_flush_succeeds),               \
+	    cmocka_unit_test(test_clone_shares_the_target),                    \
+	    cmocka_unit_test(test_queue_depth_must_be_a_power_of_two),         \
+	    cmocka_unit_test(test_busy_until_every_completion_is_polled),      \
+	    cmocka_unit_test(test_full_queue_refuses_with_eagain),             \
+	    cmocka_unit_test(test_failed_request_is_busy_until_polled),        \
+	    cmocka_unit_test(                                                  \
+		test_misaligned_split_iovecs_round_trip_on_direct_file),       \
+	    cmocka_unit_test(test_aligned_split_iovecs_round_trip),            \
+	    cmocka_unit_test(test_qd32_mixed_reads_and_writes_verify),         \
+	    cmocka_unit_test(                                                  \
+		test_write_zeroes_reads_back_zeros_and_discard_succeeds),      \
+	    cmocka_unit_test(test_close_waits_for_inflight_requests),          \
+	    cmocka_unit_test(test_full_file_system_gives_enospc),              \
+	    cmocka_unit_test(                                                  \
+		test_direct_falls_back_and_discard_follows_the_fs),            \
+	    cmocka_unit_test(test_loop_device_capacity_and_io)
 
 #endif

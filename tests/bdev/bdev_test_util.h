@@ -35,9 +35,16 @@ static int rm_entry(const char *p, const struct stat *st, int flag,
 	return remove(p);
 }
 
+static bool private_mounts(char *why, size_t n);
+
 static int group_setup(void **state)
 {
+	char why[160];
+
 	(void)state;
+	/* Before any io_uring exists: its worker threads would make the
+	 * process multi-threaded, and unshare(CLONE_NEWUSER) refuses that. */
+	private_mounts(why, sizeof(why));
 	snprintf(g_dir, sizeof(g_dir), "/var/tmp/ubiblk-bdev.XXXXXX");
 	return mkdtemp(g_dir) ? 0 : -1;
 }
@@ -154,27 +161,61 @@ static void fill_pattern(unsigned char *p, size_t n, unsigned seed)
 		p[i] = (unsigned char)(seed * 131u + i * 7u + (i >> 9));
 }
 
+static bool write_proc(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	close(fd);
+	return ok;
+}
+
+/* Without CAP_SYS_ADMIN: a user namespace mapping our ids to root, in
+ * which tmpfs and ramfs may be mounted. */
+static int enter_user_ns(void)
+{
+	char map[64];
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+
+	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+		return -errno;
+	snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
+	if (!write_proc("/proc/self/uid_map", map))
+		return -EPERM;
+	write_proc("/proc/self/setgroups", "deny");
+	snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
+	if (!write_proc("/proc/self/gid_map", map))
+		return -EPERM;
+	return 0;
+}
+
 /* A private mount namespace (once per process), so that test mounts are
  * invisible outside and vanish with the process. Returns false with the
  * reason when it cannot be had. */
 static bool private_mounts(char *why, size_t n)
 {
 	static int state; /* 0 untried, 1 ok, -1 failed */
-	static char reason[128];
+	static char reason[160];
+	int rc;
 
 	if (state == 0) {
-		if (unshare(CLONE_NEWNS) < 0) {
+		state = -1;
+		rc = unshare(CLONE_NEWNS) < 0 ? -errno : 0;
+		if (rc == -EPERM)
+			rc = enter_user_ns();
+		if (rc < 0)
 			snprintf(reason, sizeof(reason),
-				 "unshare(CLONE_NEWNS): %s", strerror(errno));
-			state = -1;
-		} else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) <
-			   0) {
-			snprintf(reason, sizeof(reason),
-				 "making / private: %s", strerror(errno));
-			state = -1;
-		} else {
+				 "no private mount namespace: %s",
+				 strerror(-rc));
+		else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+			snprintf(reason, sizeof(reason), "making / private: %s",
+				 strerror(errno));
+		else
 			state = 1;
-		}
 	}
 	snprintf(why, n, "%s", reason);
 	return state == 1;
@@ -183,8 +224,8 @@ static bool private_mounts(char *why, size_t n)
 /* Mounts a file system of type fstype (options opts) on the new directory
  * tpath(name); returns false with the reason when it cannot. */
 static bool mount_scratch(const char *name, const char *fstype,
-			  const char *opts, char *mnt, size_t mntlen,
-			  char *why, size_t n)
+			  const char *opts, char *mnt, size_t mntlen, char *why,
+			  size_t n)
 {
 	if (!private_mounts(why, n))
 		return false;
@@ -223,7 +264,7 @@ static int loop_attach(const char *backing, char *devpath, size_t devlen,
 	}
 	bfd = open(backing, O_RDWR | O_CLOEXEC);
 	if (bfd < 0) {
-		snprintf(why, n, "%s: %s", backing, strerror(errno));
+		snprintf(why, n, "%.100s: %s", backing, strerror(errno));
 		close(ctl);
 		return -1;
 	}

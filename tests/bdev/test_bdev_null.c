@@ -45,8 +45,7 @@ static void test_zero_sector_null_device_only_flushes(void **state)
 	struct ub_err err = {{0}};
 
 	assert_int_equal(dev->sectors, 0);
-	assert_int_equal(ub_bdev_read_sync(ch, 0, 1, buf, 1000, &err),
-			 -EINVAL);
+	assert_int_equal(ub_bdev_read_sync(ch, 0, 1, buf, 1000, &err), -EINVAL);
 	assert_int_equal(ub_bdev_flush_sync(ch, 1000, &err), 0);
 	ub_bdev_chan_close(ch);
 	ub_bdev_put(dev);
@@ -61,11 +60,8 @@ static void test_null_reads_zeros_and_everything_succeeds(void **state)
 	struct ub_bdev_chan *ch = chan(dev);
 	unsigned char buf[1024], wbuf[1024];
 	struct iovec riov = {buf, sizeof(buf)}, wiov = {wbuf, sizeof(wbuf)};
-	struct ub_bdev_req r = {.op = UB_BDEV_READ,
-				.count = 2,
-				.iov = &riov,
-				.iovcnt = 1,
-				.id = 1};
+	struct ub_bdev_req r = {
+	    .op = UB_BDEV_READ, .count = 2, .iov = &riov, .iovcnt = 1, .id = 1};
 	struct ub_bdev_req w = {.op = UB_BDEV_WRITE,
 				.sector = 4,
 				.count = 2,
@@ -73,10 +69,8 @@ static void test_null_reads_zeros_and_everything_succeeds(void **state)
 				.iovcnt = 1,
 				.id = 2};
 	struct ub_bdev_req f = {.op = UB_BDEV_FLUSH, .id = 3};
-	struct ub_bdev_req z = {.op = UB_BDEV_WRITE_ZEROES,
-				.sector = 8,
-				.count = 8,
-				.id = 4};
+	struct ub_bdev_req z = {
+	    .op = UB_BDEV_WRITE_ZEROES, .sector = 8, .count = 8, .id = 4};
 	struct ub_bdev_cqe c[8];
 
 	memset(buf, 0xFF, sizeof(buf));
@@ -200,10 +194,10 @@ static void fake_close(struct ub_bdev_chan *ch)
 }
 
 static const struct ub_bdev_chan_ops fake_chan_ops = {
-	.queue = fake_queue,
-	.submit = fake_submit,
-	.poll = fake_poll,
-	.close = fake_close,
+    .queue = fake_queue,
+    .submit = fake_submit,
+    .poll = fake_poll,
+    .close = fake_close,
 };
 
 static int fake_open_chan(struct ub_bdev *dev, struct ub_bdev_chan **out,
@@ -225,8 +219,8 @@ static void fake_destroy(struct ub_bdev *dev)
 }
 
 static const struct ub_bdev_ops fake_ops = {
-	.open_chan = fake_open_chan,
-	.destroy = fake_destroy,
+    .open_chan = fake_open_chan,
+    .destroy = fake_destroy,
 };
 
 static int fake_setup(void **state)
@@ -340,9 +334,10 @@ static void test_request_check_rules(void **state)
 				.iov = iov,
 				.iovcnt = 2};
 
-	ub_bdev_init(&dev, &fake_ops, 8, 0, "a very long name that does not "
-					    "fit in the sixty-four bytes of "
-					    "the name field");
+	ub_bdev_init(&dev, &fake_ops, 8, 0,
+		     "a very long name that does not "
+		     "fit in the sixty-four bytes of "
+		     "the name field");
 	assert_int_equal(strlen(dev.name), sizeof(dev.name) - 1);
 	assert_int_equal(ub_bdev_req_check(&dev, &r), 0);
 	r.sector = 7;
@@ -401,20 +396,19 @@ static void test_buffers_are_aligned_and_zeroed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_zero_sector_null_device_only_flushes),
-		cmocka_unit_test(test_null_reads_zeros_and_everything_succeeds),
-		cmocka_unit_test(test_null_clone_preserves_capacity),
-		cmocka_unit_test(test_null_full_channel_refuses_with_eagain),
-		cmocka_unit_test_setup(test_wait_helper_ignores_other_ids,
-				       fake_setup),
-		cmocka_unit_test_setup(
-			test_wait_helper_reports_the_failed_request,
-			fake_setup),
-		cmocka_unit_test_setup(test_wait_helper_times_out, fake_setup),
-		cmocka_unit_test_setup(test_close_drains_then_closes_then_puts,
-				       fake_setup),
-		cmocka_unit_test(test_request_check_rules),
-		cmocka_unit_test(test_buffers_are_aligned_and_zeroed),
+	    cmocka_unit_test(test_zero_sector_null_device_only_flushes),
+	    cmocka_unit_test(test_null_reads_zeros_and_everything_succeeds),
+	    cmocka_unit_test(test_null_clone_preserves_capacity),
+	    cmocka_unit_test(test_null_full_channel_refuses_with_eagain),
+	    cmocka_unit_test_setup(test_wait_helper_ignores_other_ids,
+				   fake_setup),
+	    cmocka_unit_test_setup(test_wait_helper_reports_the_failed_request,
+				   fake_setup),
+	    cmocka_unit_test_setup(test_wait_helper_times_out, fake_setup),
+	    cmocka_unit_test_setup(test_close_drains_then_closes_then_puts,
+				   fake_setup),
+	    cmocka_unit_test(test_request_check_rules),
+	    cmocka_unit_test(test_buffers_are_aligned_and_zeroed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
