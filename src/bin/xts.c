@@ -305,13 +305,8 @@ int main(int argc, char **argv)
 		case 'V':
 			ub_cli_print_version(prog);
 			return UB_EXIT_OK;
-		case ':':
-			return ub_cli_usage_error(prog,
-						  "option '%s' needs a value",
-						  argv[optind - 1]);
 		default:
-			return ub_cli_usage_error(prog, "unknown option '%s'",
-						  argv[optind - 1]);
+			return ub_cli_bad_option(prog, opt, argv, optind);
 		}
 	}
 	if (!config_path)

@@ -22,6 +22,17 @@ int ub_cli_usage_error(const char *prog, const char *fmt, ...)
 	return UB_EXIT_USAGE;
 }
 
+int ub_cli_bad_option(const char *prog, int opt, char *const argv[],
+		      int optind_now)
+{
+	const char *arg = optind_now > 0 ? argv[optind_now - 1] : "?";
+
+	if (opt == ':')
+		return ub_cli_usage_error(prog, "option '%s' needs a value",
+					  arg);
+	return ub_cli_usage_error(prog, "unknown option '%s'", arg);
+}
+
 int ub_cli_fail(const char *prog, const char *fmt, ...)
 {
 	va_list ap;

@@ -15,6 +15,11 @@ enum {
  * UB_EXIT_USAGE for `return ub_cli_usage_error(...)` in main. */
 __attribute__((format(printf, 2, 3))) int
 ub_cli_usage_error(const char *prog, const char *fmt, ...);
+/* Reports what getopt_long returned for a bad option (':' = missing
+ * value, anything else = unknown option) as a usage error; returns
+ * UB_EXIT_USAGE. argv and optind are getopt's. */
+int ub_cli_bad_option(const char *prog, int opt, char *const argv[],
+		      int optind_now);
 /* Prints "<prog>: <message>" on stderr; returns UB_EXIT_FAILURE. */
 __attribute__((format(printf, 2, 3))) int ub_cli_fail(const char *prog,
 						       const char *fmt, ...);
