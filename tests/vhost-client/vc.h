@@ -1,0 +1,42 @@
+/* vhost-client: what the subcommands share (options and the report). */
+#ifndef VC_H
+#define VC_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vu_client.h"
+
+struct vc_args {
+	const char *socket;
+	bool peer_qsd;	/* the peer is qemu-storage-daemon: relax */
+	int timeout_ms; /* per reply / completion */
+	bool verbose;
+	/* bench */
+	unsigned qd;
+	unsigned queues;
+	uint32_t bs;
+	const char *rw;
+	double seconds;
+	uint64_t size;
+	bool direct; /* bench: direct descriptors instead of indirect */
+};
+
+/* One line per check: "ok N - name" or "not ok N - name: why". */
+struct vc_report {
+	unsigned n, passed, failed, skipped;
+};
+
+void vc_ok(struct vc_report *r, const char *name, const char *note);
+void vc_not_ok(struct vc_report *r, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void vc_skip(struct vc_report *r, const char *name, const char *why);
+/* Prints "N passed, N failed"; returns the exit code (0 all passed). */
+int vc_summary(const struct vc_report *r);
+
+int vc_conform(const struct vc_args *a);
+int vc_hostile(const struct vc_args *a);
+int vc_bench(const struct vc_args *a);
+
+#endif
