@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,4 +250,25 @@ void *ub_bdev_buf_alloc(size_t len)
 		return NULL;
 	memset(p, 0, size);
 	return p;
+}
+
+void ub_bdev_chan_event_reset(struct ub_bdev_chan *ch)
+{
+	struct pollfd pfd;
+	eventfd_t v;
+	int fd;
+
+	if (ch->ops->event_reset) {
+		ch->ops->event_reset(ch);
+		return;
+	}
+	fd = ub_bdev_chan_event_fd(ch);
+	if (fd < 0)
+		return;
+	/* Only read when readable: the fd may be in blocking mode. */
+	pfd.fd = fd;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN))
+		(void)eventfd_read(fd, &v);
 }

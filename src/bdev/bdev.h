@@ -85,6 +85,10 @@ struct ub_bdev_chan_ops {
 	 * eventfd; the caller reads it to reset), or -1 when completions are
 	 * always ready right after submit. Optional (NULL = -1). */
 	int (*event_fd)(struct ub_bdev_chan *ch);
+	/* Resets the event fd before the caller sleeps on it. Optional (NULL:
+	 * the fd is an eventfd and is read). Layered channels whose event fd
+	 * is an epoll set of inner fds reset the inner ones here. */
+	void (*event_reset)(struct ub_bdev_chan *ch);
 	void (*close)(struct ub_bdev_chan *ch);
 };
 
@@ -147,6 +151,10 @@ static inline int ub_bdev_chan_event_fd(struct ub_bdev_chan *ch)
 {
 	return ch->ops->event_fd ? ch->ops->event_fd(ch) : -1;
 }
+
+/* Resets the channel's event fd (if it has one) without blocking; call it
+ * before the last poll that precedes sleeping on the fd. */
+void ub_bdev_chan_event_reset(struct ub_bdev_chan *ch);
 
 /* True while completions are owed to the caller. */
 static inline bool ub_bdev_chan_busy(const struct ub_bdev_chan *ch)

@@ -160,7 +160,7 @@ static void drain(struct ub_vq_worker *w)
 			continue;
 		if (w->chan_fd >= 0) {
 			if (poll(&pfd, 1, 10) > 0)
-				drain_fd(w->chan_fd);
+				ub_bdev_chan_event_reset(w->ch);
 		} else {
 			sched_yield();
 		}
@@ -220,7 +220,7 @@ static void serve(struct ub_vq_worker *w)
 		 * polling. */
 		if (ub_blk_queue_busy(&w->q) && w->chan_fd < 0)
 			continue;
-		drain_fd(w->chan_fd);
+		ub_bdev_chan_event_reset(w->ch);
 		/* New requests that cannot be popped yet (every slot busy)
 		 * wait for a completion, which the event fd reports. */
 		if ((w->serving && ub_vq_rearm(vq) &&
@@ -271,7 +271,7 @@ static bool wait_events(struct ub_vq_worker *w, bool *work)
 		case TAG_CHAN:
 			if (bad)
 				return false;
-			drain_fd(w->chan_fd);
+			ub_bdev_chan_event_reset(w->ch);
 			*work = true;
 			break;
 		default:
