@@ -133,8 +133,8 @@ contains "$dir/err" "socket must be specified for the vhost backend" "missing vh
 write_config "$dir/meta.toml" "vhost.sock" 'metadata_path = "meta.bin"'
 "$bin" -f "$dir/meta.toml" >"$dir/out" 2>"$dir/err"
 rc=$?
-[ "$rc" -eq 1 ] && ok "metadata_path exits 1" || bad "metadata_path: exit $rc"
-contains "$dir/err" "lazy stripe fetching (device.metadata_path) is not supported by this build yet" "metadata_path message"
+[ "$rc" -eq 1 ] && ok "missing metadata file exits 1" || bad "missing metadata file: exit $rc"
+contains "$dir/err" "Failed to build backend environment" "missing metadata file message"
 [ ! -e "$sock" ] && ok "no socket created when refusing" || bad "socket created although refused"
 
 write_config "$dir/nodir.toml" "missing/vhost.sock"

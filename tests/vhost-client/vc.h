@@ -12,7 +12,6 @@ struct vc_args {
 	const char *socket;
 	bool peer_qsd;	/* the peer is qemu-storage-daemon: relax */
 	int timeout_ms; /* per reply / completion */
-	bool verbose;
 	/* bench */
 	unsigned qd;
 	unsigned queues;
@@ -20,7 +19,12 @@ struct vc_args {
 	const char *rw;
 	double seconds;
 	uint64_t size;
-	bool direct; /* bench: direct descriptors instead of indirect */
+	bool direct;	     /* bench: direct descriptors instead of indirect */
+	uint64_t offset;     /* bench: start of the disk area used */
+	bool lat;	     /* bench: per-request latency percentiles */
+	uint64_t lat_split;  /* bench --lat: two areas, below/above this */
+	uint64_t lat_stripe; /* bench --lat: below the split, each stripe
+				of this size is read at most once */
 };
 
 /* One line per check: "ok N - name" or "not ok N - name: why". */
@@ -38,5 +42,7 @@ int vc_summary(const struct vc_report *r);
 int vc_conform(const struct vc_args *a);
 int vc_hostile(const struct vc_args *a);
 int vc_bench(const struct vc_args *a);
+/* crash-run / crash-verify parse their own command line (crash.c). */
+int vc_crash_main(int argc, char **argv);
 
 #endif

@@ -5,6 +5,7 @@
  *   vhost-client --socket S [--peer ours|qsd] hostile
  *   vhost-client --socket S bench --qd N --bs BYTES --rw MODE --seconds T
  *                [--queues Q] [--size BYTES] [--direct]
+ *   vhost-client --socket S crash-run|crash-verify ...   (see crash.c)
  */
 #include <getopt.h>
 #include <signal.h>
@@ -29,6 +30,9 @@ static void usage(FILE *f)
 		"serving\n"
 		"  bench     fixed queue depth I/O; one JSON line with IOPS "
 		"and MB/s\n"
+		"  crash-run, crash-verify\n"
+		"            crash consistency (own options: crash-run "
+		"--help)\n"
 		"\n"
 		"Options:\n"
 		"  -s, --socket PATH   the backend's vhost-user socket "
@@ -39,7 +43,6 @@ static void usage(FILE *f)
 		"differs)\n"
 		"      --timeout MS    reply/completion timeout (default "
 		"5000)\n"
-		"  -v, --verbose       more detail\n"
 		"bench:\n"
 		"      --qd N          requests in flight per queue (default "
 		"32)\n"
@@ -51,6 +54,18 @@ static void usage(FILE *f)
 		"      --size BYTES    disk area used (default: capacity)\n"
 		"      --direct        direct descriptors (default: "
 		"indirect)\n"
+		"      --offset BYTES  start of the disk area (default 0)\n"
+		"      --lat           latency percentiles (p50, p99) per "
+		"area\n"
+		"      --lat-split BYTES  --lat: alternate between the area "
+		"below and\n"
+		"                      above this offset, reported apart\n"
+		"                      (single queue, QD1 gives pure "
+		"latency)\n"
+		"      --lat-stripe BYTES --lat: below the split, read each "
+		"stripe of\n"
+		"                      this size at most once (first "
+		"touches)\n"
 		"\n"
 		"Exit status: 0 all checks passed, 1 a check failed, 2 "
 		"usage.\n");
@@ -96,6 +111,10 @@ enum {
 	OPT_QUEUES,
 	OPT_SIZE,
 	OPT_DIRECT,
+	OPT_OFFSET,
+	OPT_LAT,
+	OPT_LAT_SPLIT,
+	OPT_LAT_STRIPE,
 };
 
 int main(int argc, char **argv)
@@ -104,7 +123,6 @@ int main(int argc, char **argv)
 	    {"socket", required_argument, NULL, 's'},
 	    {"peer", required_argument, NULL, OPT_PEER},
 	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-	    {"verbose", no_argument, NULL, 'v'},
 	    {"qd", required_argument, NULL, OPT_QD},
 	    {"bs", required_argument, NULL, OPT_BS},
 	    {"rw", required_argument, NULL, OPT_RW},
@@ -112,6 +130,10 @@ int main(int argc, char **argv)
 	    {"queues", required_argument, NULL, OPT_QUEUES},
 	    {"size", required_argument, NULL, OPT_SIZE},
 	    {"direct", no_argument, NULL, OPT_DIRECT},
+	    {"offset", required_argument, NULL, OPT_OFFSET},
+	    {"lat", no_argument, NULL, OPT_LAT},
+	    {"lat-split", required_argument, NULL, OPT_LAT_SPLIT},
+	    {"lat-stripe", required_argument, NULL, OPT_LAT_STRIPE},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -130,13 +152,14 @@ int main(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	while ((opt = getopt_long(argc, argv, "s:vh", longopts, NULL)) != -1) {
+	for (opt = 1; opt < argc; opt++)
+		if (!strcmp(argv[opt], "crash-run") ||
+		    !strcmp(argv[opt], "crash-verify"))
+			return vc_crash_main(argc, argv);
+	while ((opt = getopt_long(argc, argv, "s:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			a.socket = optarg;
-			break;
-		case 'v':
-			a.verbose = true;
 			break;
 		case OPT_PEER:
 			if (!strcmp(optarg, "qsd"))
@@ -173,6 +196,18 @@ int main(int argc, char **argv)
 			break;
 		case OPT_DIRECT:
 			a.direct = true;
+			break;
+		case OPT_OFFSET:
+			a.offset = parse_size(optarg, &ok);
+			break;
+		case OPT_LAT:
+			a.lat = true;
+			break;
+		case OPT_LAT_SPLIT:
+			a.lat_split = parse_size(optarg, &ok);
+			break;
+		case OPT_LAT_STRIPE:
+			a.lat_stripe = parse_size(optarg, &ok);
 			break;
 		case 'h':
 			usage(stdout);

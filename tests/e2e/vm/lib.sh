@@ -1,6 +1,7 @@
 # Host side of the VM tests (sourced by tests/e2e/test_vm_*.sh and
 # bench/run-vm): scratch directory, disks, backends, guest runs.
 #
+# UBIBLK_VM_KEEP=1 keeps the scratch directory (logs, images).
 # Backends: UBIBLK_VM_BACKEND=ours (default: $UBIBLK_BUILD/src/bin/
 # vhost-backend) or qsd (qemu-storage-daemon, the reference peer; an
 # encrypted disk is then a LUKS image with AES-256-XTS).
@@ -11,7 +12,9 @@
 #   make_disk NAME MIB [--encrypted]  $dir/NAME.img (plus its key)
 #   disk_offset NAME                where guest byte 0 is in NAME.img
 #   backend_start NAME [--queues N] [--queue-size N] [--id ID]
+#                 [--tuning 'KEY = VALUE']...
 #                                   serve disk NAME at $dir/NAME.sock
+#                                   (--tuning: extra [tuning] lines, ours)
 #   backend_kill NAME [SIGNAL]      (SIGKILL by default) and wait
 #   vm_run [run-vm options] SCRIPT  boot with the guest helpers, result
 #                                   log in $vm_log/results.log
@@ -44,7 +47,12 @@ vm_cleanup() {
 		kill "${backend_pid[$n]}" 2>/dev/null
 		wait "${backend_pid[$n]}" 2>/dev/null
 	done
-	[ -z "${dir:-}" ] || rm -rf "$dir"
+	[ -n "${dir:-}" ] || return
+	if [ -n "${UBIBLK_VM_KEEP:-}" ]; then
+		echo "kept: $dir"
+	else
+		rm -rf "$dir"
+	fi
 }
 
 vm_setup() {
@@ -124,11 +132,12 @@ device_id() {
 	if [ "$backend" = qsd ]; then echo vhost_user_blk; else echo "${1:-ubiblk-test}"; fi
 }
 
-# backend_start NAME [--queues N] [--queue-size N] [--id ID]: (re)start the
-# backend of disk NAME; returns when its socket exists. The arguments are
-# remembered, so backend_start NAME alone restarts it the same way.
+# backend_start NAME [--queues N] [--queue-size N] [--id ID] [--tuning L]:
+# (re)start the backend of disk NAME; returns when its socket exists. The
+# arguments are remembered, so backend_start NAME alone restarts it the
+# same way.
 backend_start() {
-	local name=$1 queues=4 qsize=128 id=ubiblk-test
+	local name=$1 queues=4 qsize=128 id=ubiblk-test tuning=()
 	shift
 	[ $# -gt 0 ] || eval "set -- ${backend_args[$name]:-}"
 	backend_args[$name]="$(printf '%q ' "$@")"
@@ -137,6 +146,7 @@ backend_start() {
 		--queues) queues=$2; shift 2 ;;
 		--queue-size) qsize=$2; shift 2 ;;
 		--id) id=$2; shift 2 ;;
+		--tuning) tuning+=("$2"); shift 2 ;;
 		*) echo "backend_start: unknown option $1" >&2; return 1 ;;
 		esac
 	done
@@ -154,6 +164,7 @@ backend_start() {
 			echo "[tuning]"
 			echo "num_queues = $queues"
 			echo "queue_size = $qsize"
+			[ ${#tuning[@]} -eq 0 ] || printf '%s\n' "${tuning[@]}"
 			if [ "$enc" = 1 ]; then
 				echo "[encryption]"
 				echo "xts_key.ref = \"k\""
