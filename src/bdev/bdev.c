@@ -56,7 +56,6 @@ static void wait_a_little(struct ub_bdev_chan *ch, int ms)
 {
 	int efd = ub_bdev_chan_event_fd(ch);
 	struct pollfd pfd = {.fd = efd, .events = POLLIN};
-	uint64_t val;
 
 	if (efd < 0) {
 		struct timespec ts = {.tv_sec = ms / 1000,
@@ -65,9 +64,9 @@ static void wait_a_little(struct ub_bdev_chan *ch, int ms)
 		nanosleep(&ts, NULL);
 		return;
 	}
-	if (poll(&pfd, 1, ms) > 0 && read(efd, &val, sizeof(val)) < 0)
-		LOG_TRACE("%s: event fd read: %s", ch->dev->name,
-			  strerror(errno));
+	/* Layered channels expose an epoll set: reset through the op. */
+	if (poll(&pfd, 1, ms) > 0)
+		ub_bdev_chan_event_reset(ch);
 }
 
 void ub_bdev_chan_close(struct ub_bdev_chan *ch)
