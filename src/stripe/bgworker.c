@@ -303,6 +303,13 @@ static void update_yield(struct ub_bgworker *w, uint64_t now)
 		w->guest_seen = true;
 		ub_ctr_add(&w->ctr.guest_io_seen, 1);
 	}
+	/* A guest waiting on a demand fetch submits nothing meanwhile: the
+	 * demand fetch in flight is guest activity too, so autofetch stays
+	 * throttled until the guest's stripe is local. */
+	if (w->fetcher.nactive > w->fetcher.nauto_active) {
+		w->last_guest_ns = now;
+		w->guest_seen = true;
+	}
 	y = w->yield_window_ns && w->guest_seen &&
 	    now - w->last_guest_ns < w->yield_window_ns;
 	if (y && !w->yielding) {
