@@ -56,7 +56,7 @@ demo: deps build
 	@echo "encrypted disk that lazily fetches from it (ubiblk-init), serve it with"
 	@echo "vhost-backend, boot a QEMU guest that checks the files' sha256 while"
 	@echo "the RPC status shows stripes being fetched, then clean up."
-	@echo "Not available yet: it needs the vhost-backend, lazy-fetch and RPC issues."
+	@echo "Not available yet: it needs the RPC socket and ubiblk-init (next issue)."
 	@exit 1
 
 format:
