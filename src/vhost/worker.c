@@ -214,7 +214,12 @@ static void serve(struct ub_vq_worker *w)
 				stop_serving(w);
 			continue;
 		}
-		if (now_us() - last <= timeout)
+		/* Busy-poll only while waiting for the guest: when our own
+		 * I/O is outstanding and the channel can wake us, sleep on
+		 * it (notifications re-armed) and leave the CPU to the
+		 * completion work and the front end. */
+		if (now_us() - last <= timeout &&
+		    !(ub_blk_queue_busy(&w->q) && w->chan_fd >= 0))
 			continue;
 		/* Outstanding I/O on a channel that cannot wake us: keep
 		 * polling. */
