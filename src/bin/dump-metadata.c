@@ -240,13 +240,8 @@ int main(int argc, char **argv)
 		return ub_cli_usage_error(
 		    prog, "the option --config FILE is required");
 
-	ub_secmem_init();
-	rc = ub_config_load(config_path, &cfg, &err);
-	if (rc) {
-		ub_config_free(&cfg);
-		return ub_cli_fail(prog, "loading configuration failed: %s",
-				   err.msg);
-	}
+	if (ub_config_load_for_cli(prog, config_path, &cfg))
+		return UB_EXIT_FAILURE;
 	rc = dump_metadata(&cfg, &err);
 	ub_config_free(&cfg);
 	if (rc)

@@ -388,13 +388,8 @@ int main(int argc, char **argv)
 				   "must be between %u and %u.",
 				   UB_MD_INIT_MIN_SHIFT, UB_MD_INIT_MAX_SHIFT);
 
-	ub_secmem_init();
-	rc = ub_config_load(config_path, &cfg, &err);
-	if (rc) {
-		ub_config_free(&cfg);
-		return ub_cli_fail(prog, "loading configuration failed: %s",
-				   err.msg);
-	}
+	if (ub_config_load_for_cli(prog, config_path, &cfg))
+		return UB_EXIT_FAILURE;
 	rc = init_metadata(&cfg, (uint8_t)shift, &err);
 	ub_config_free(&cfg);
 	if (rc)

@@ -321,13 +321,8 @@ int main(int argc, char **argv)
 	job.input = argv[optind];
 	job.output = argv[optind + 1];
 
-	ub_secmem_init();
-	rc = ub_config_load(config_path, &cfg, &err);
-	if (rc) {
-		ub_config_free(&cfg);
-		return ub_cli_fail(prog, "loading configuration failed: %s",
-				   err.msg);
-	}
+	if (ub_config_load_for_cli(prog, config_path, &cfg))
+		return UB_EXIT_FAILURE;
 	key = ub_config_xts_key(&cfg);
 	if (!cfg.has_encryption)
 		rc = ub_err_ret(&err, -EINVAL,

@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/cli.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/secmem.h"
 
 #define XTS_KEY_LEN	    64
 #define ARCHIVE_KEK_LEN	    32
@@ -954,4 +956,16 @@ void ub_server_config_free(struct ub_server_config *cfg)
 	remote_free(&cfg->server);
 	ub_secrets_free(&cfg->secrets);
 	memset(cfg, 0, sizeof(*cfg));
+}
+
+int ub_config_load_for_cli(const char *prog, const char *path,
+			   struct ub_config *cfg)
+{
+	struct ub_err err = {{0}};
+
+	ub_secmem_init();
+	if (ub_config_load(path, cfg, &err) == 0)
+		return UB_EXIT_OK;
+	ub_config_free(cfg);
+	return ub_cli_fail(prog, "loading configuration failed: %s", err.msg);
 }

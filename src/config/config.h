@@ -128,6 +128,12 @@ void ub_config_defaults(struct ub_config *cfg);
 int ub_config_load(const char *path, struct ub_config *cfg,
 		   struct ub_err *err);
 void ub_config_free(struct ub_config *cfg);
+/* For a program's main(): sets up locked memory for secrets and loads
+ * path; on failure prints "<prog>: loading configuration failed: <why>",
+ * leaves *cfg freed and returns 1 (the runtime-error exit code); 0 when
+ * loaded. */
+int ub_config_load_for_cli(const char *prog, const char *path,
+			   struct ub_config *cfg);
 /* The 64-byte XTS key secret (NULL without [encryption]). */
 const struct ub_secret *ub_config_xts_key(const struct ub_config *cfg);
 /* Prints the effective configuration as TOML, secrets shown as

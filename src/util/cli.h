@@ -22,7 +22,7 @@ int ub_cli_bad_option(const char *prog, int opt, char *const argv[],
 		      int optind_now);
 /* Prints "<prog>: <message>" on stderr; returns UB_EXIT_FAILURE. */
 __attribute__((format(printf, 2, 3))) int ub_cli_fail(const char *prog,
-						       const char *fmt, ...);
+						      const char *fmt, ...);
 /* Prints "<display name> <version>" on stdout (the reference's format). */
 void ub_cli_print_version(const char *display_name);
 /* Parses a whole decimal unsigned number in 0..max; -EINVAL otherwise. */

@@ -11,15 +11,13 @@ enum ub_log_level ub_log_current_level = UB_LOG_ERROR;
 static const char *log_progname = "ubiblk";
 
 static const char *const level_names[] = {
-	[UB_LOG_OFF] = "off",	  [UB_LOG_ERROR] = "error",
-	[UB_LOG_WARN] = "warn",	  [UB_LOG_INFO] = "info",
-	[UB_LOG_DEBUG] = "debug", [UB_LOG_TRACE] = "trace",
+    [UB_LOG_OFF] = "off",   [UB_LOG_ERROR] = "error", [UB_LOG_WARN] = "warn",
+    [UB_LOG_INFO] = "info", [UB_LOG_DEBUG] = "debug", [UB_LOG_TRACE] = "trace",
 };
 
 static const char *const level_tags[] = {
-	[UB_LOG_OFF] = "OFF",	  [UB_LOG_ERROR] = "ERROR",
-	[UB_LOG_WARN] = "WARN",	  [UB_LOG_INFO] = "INFO",
-	[UB_LOG_DEBUG] = "DEBUG", [UB_LOG_TRACE] = "TRACE",
+    [UB_LOG_OFF] = "OFF",   [UB_LOG_ERROR] = "ERROR", [UB_LOG_WARN] = "WARN",
+    [UB_LOG_INFO] = "INFO", [UB_LOG_DEBUG] = "DEBUG", [UB_LOG_TRACE] = "TRACE",
 };
 
 static int level_from_word(const char *w, size_t n)
@@ -120,11 +118,11 @@ void ub_log(enum ub_log_level level, const char *fmt, ...)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	n = snprintf(line, sizeof(line),
-		     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s: ",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-		     level_tags[level], log_progname);
+	n = snprintf(
+	    line, sizeof(line),
+	    "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s: ", tm.tm_year + 1900,
+	    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	    ts.tv_nsec / 1000000, level_tags[level], log_progname);
 	if (n < 0)
 		return;
 	if ((size_t)n >= sizeof(line))

@@ -40,8 +40,8 @@ static inline bool ub_log_enabled(enum ub_log_level level)
 			ub_log(lvl, __VA_ARGS__);                              \
 	} while (0)
 #define LOG_ERROR(...) UB_LOG(UB_LOG_ERROR, __VA_ARGS__)
-#define LOG_WARN(...) UB_LOG(UB_LOG_WARN, __VA_ARGS__)
-#define LOG_INFO(...) UB_LOG(UB_LOG_INFO, __VA_ARGS__)
+#define LOG_WARN(...)  UB_LOG(UB_LOG_WARN, __VA_ARGS__)
+#define LOG_INFO(...)  UB_LOG(UB_LOG_INFO, __VA_ARGS__)
 #define LOG_DEBUG(...) UB_LOG(UB_LOG_DEBUG, __VA_ARGS__)
 #define LOG_TRACE(...) UB_LOG(UB_LOG_TRACE, __VA_ARGS__)
 

@@ -8,7 +8,7 @@
 /* 1 MiB: room for every secret a configuration can hold (each at most
  * 8192 bytes) plus key schedules; well under the default RLIMIT_MEMLOCK. */
 #define SECURE_HEAP_SIZE (1u << 20)
-#define SECURE_HEAP_MIN 16
+#define SECURE_HEAP_MIN	 16
 
 static int secmem_state; /* 0 = not tried, 1 = locked, -1 = fallback */
 
@@ -21,8 +21,9 @@ int ub_secmem_init(void)
 			secmem_state = 1;
 		} else {
 			secmem_state = -1;
-			LOG_WARN("cannot lock memory for secrets (RLIMIT_MEMLOCK "
-				 "too small?); keys will live in ordinary memory");
+			LOG_WARN(
+			    "cannot lock memory for secrets (RLIMIT_MEMLOCK "
+			    "too small?); keys will live in ordinary memory");
 		}
 	}
 	return secmem_state == 1 ? 0 : -ENOMEM;
