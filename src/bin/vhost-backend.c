@@ -10,11 +10,14 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "config/config.h"
+#include "rpc/io_tracker.h"
+#include "rpc/rpc_server.h"
 #include "util/cli.h"
 #include "util/log.h"
 #include "util/process.h"
@@ -62,12 +65,52 @@ static void log_signal(int sfd)
 			 strsignal((int)si.ssi_signo));
 }
 
+/* The RPC status command's view of the backend. */
+static int rpc_status(void *arg, struct ub_bgworker_status *st)
+{
+	return ub_backend_status(arg, st);
+}
+
+/* One tracker per queue with queue_size + 8 slots (backends.md §5); they
+ * live for the whole process so the counters survive reconnections. */
+static int trackers_new(const struct ub_vhost_params *p,
+			struct ub_io_tracker ***out)
+{
+	struct ub_io_tracker **t = calloc(p->num_queues, sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	for (unsigned i = 0; i < p->num_queues; i++) {
+		t[i] = ub_io_tracker_new(p->queue_size + 8);
+		if (!t[i]) {
+			while (i--)
+				ub_io_tracker_free(t[i]);
+			free(t);
+			return -ENOMEM;
+		}
+	}
+	*out = t;
+	return 0;
+}
+
+static void trackers_free(struct ub_io_tracker **t, unsigned n)
+{
+	if (!t)
+		return;
+	for (unsigned i = 0; i < n; i++)
+		ub_io_tracker_free(t[i]);
+	free(t);
+}
+
 /* Serves until a shutdown signal (exit 0) or a fatal error (exit 1). */
 static int serve(const struct ub_config *cfg)
 {
 	struct ub_backend be = {0};
 	struct ub_vhost_listener l = {.fd = -1};
 	struct ub_vhost_params params;
+	struct ub_io_tracker **trackers = NULL; /* owned: one per queue */
+	struct ub_rpc_server *rpc = NULL;
+	struct ub_rpc_source src; /* what the RPC server reads; outlives it */
 	struct ub_err err = {{0}};
 	int status = UB_EXIT_FAILURE;
 	sigset_t set;
@@ -92,6 +135,31 @@ static int serve(const struct ub_config *cfg)
 		goto out_sfd;
 	}
 	ub_vhost_params_from_config(cfg, &params);
+	rc = trackers_new(&params, &trackers);
+	if (rc) {
+		ub_cli_fail(prog, "cannot allocate the I/O trackers: %s",
+			    strerror(-rc));
+		goto out_backend;
+	}
+	params.trackers = trackers;
+	src = (struct ub_rpc_source){
+	    .version = UB_VERSION,
+	    .trackers = trackers,
+	    .ntrackers = params.num_queues,
+	    .status = rpc_status,
+	    .status_arg = &be,
+	};
+	if (cfg->device.rpc_socket) {
+		rc = ub_rpc_server_start(cfg->device.rpc_socket, &src, NULL,
+					 &rpc, &err);
+		if (rc) {
+			ub_cli_fail(prog,
+				    "Failed to start RPC server on path: "
+				    "\"%s\": %s",
+				    cfg->device.rpc_socket, err.msg);
+			goto out_backend;
+		}
+	}
 	rc = ub_vhost_listen(cfg->device.vhost_socket, &l, &err);
 	if (rc) {
 		ub_cli_fail(prog, "%s", err.msg);
@@ -106,6 +174,9 @@ static int serve(const struct ub_config *cfg)
 	log_signal(sfd);
 	status = UB_EXIT_OK;
 out_backend:
+	/* The RPC thread reads the trackers and the backend: stop it first. */
+	ub_rpc_server_stop(rpc);
+	trackers_free(trackers, params.num_queues);
 	ub_backend_close(&be);
 out_sfd:
 	close(sfd);

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "rpc/io_tracker.h"
 #include "util/log.h"
 
 #define NO_SLOT	  UINT32_MAX
@@ -134,6 +135,7 @@ void ub_blk_queue_init(struct ub_blk_queue *q, struct ub_vhost_dev *dev,
 	q->vq = &dev->vqs[qidx];
 	q->qidx = qidx;
 	q->ch = ch;
+	q->trk = dev->params.trackers ? dev->params.trackers[qidx] : NULL;
 	q->capacity = dev->bdev->sectors;
 	q->max_data = segs > UB_BLK_MAX_DATA_MIN ? segs : UB_BLK_MAX_DATA_MIN;
 	if (q->max_data > UINT32_MAX)
@@ -208,6 +210,8 @@ static void slot_put(struct ub_blk_queue *q, uint32_t idx)
 	struct ub_blk_slot *s = &q->slots[idx];
 
 	s->busy = false;
+	if (q->trk)
+		ub_io_tracker_clear(q->trk, idx);
 	s->next_free = q->free_head;
 	q->free_head = idx;
 	q->nbusy--;
@@ -268,6 +272,29 @@ static bool range_ok(const struct ub_blk_queue *q, uint64_t sector,
 	return count <= q->capacity && sector <= q->capacity - count;
 }
 
+/* Records a request in the queue's tracker when it goes to the device
+ * (backends.md §5: counted at submission, so failures count too). DISCARD
+ * and WRITE_ZEROES have no tracker kind and are not counted. */
+static void track(struct ub_blk_queue *q, uint32_t idx,
+		  const struct ub_bdev_req *req)
+{
+	if (!q->trk)
+		return;
+	switch (req->op) {
+	case UB_BDEV_READ:
+		ub_io_tracker_read(q->trk, idx, req->sector, req->count);
+		break;
+	case UB_BDEV_WRITE:
+		ub_io_tracker_write(q->trk, idx, req->sector, req->count);
+		break;
+	case UB_BDEV_FLUSH:
+		ub_io_tracker_flush(q->trk, idx);
+		break;
+	default:
+		break;
+	}
+}
+
 /* Hands a request to the channel under a fresh slot. Returns the number of
  * requests completed at once (0 or 1). */
 static unsigned start_io(struct ub_blk_queue *q, const struct ub_vq_chain *c,
@@ -289,6 +316,7 @@ static unsigned start_io(struct ub_blk_queue *q, const struct ub_vq_chain *c,
 	s->head = c->head;
 	s->type = (uint8_t)p->type;
 	req->id = idx;
+	track(q, idx, req);
 	rc = ub_bdev_chan_queue(q->ch, req);
 	if (rc == -EAGAIN) {
 		q->deferred = true;

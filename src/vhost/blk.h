@@ -119,6 +119,7 @@ struct ub_blk_queue {
 	struct ub_vq *vq;	  /* &dev->vqs[qidx] */
 	unsigned qidx;
 	struct ub_bdev_chan *ch;   /* the worker's channel (not owned) */
+	struct ub_io_tracker *trk; /* the queue's tracker, or NULL */
 	uint64_t capacity;	   /* sectors */
 	uint64_t max_data;	   /* largest IN/OUT data length */
 	uint16_t size;		   /* ring size the slots were made for */

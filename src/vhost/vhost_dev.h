@@ -20,11 +20,12 @@
 #include "vhost/guest_mem.h"
 #include "vhost/virtqueue.h"
 
-#define UB_VHOST_MAX_QUEUES 63
+#define UB_VHOST_MAX_QUEUES	  63
 #define UB_VIRTIO_BLK_CONFIG_SIZE 60
-#define UB_VIRTIO_BLK_ID_BYTES 20
+#define UB_VIRTIO_BLK_ID_BYTES	  20
 
 struct ub_vq_worker;
+struct ub_io_tracker;
 
 /* What the device offers and how it serves requests; fixed per process. */
 struct ub_vhost_params {
@@ -34,7 +35,10 @@ struct ub_vhost_params {
 	uint32_t seg_count_max;	  /* virtio seg_max */
 	uint64_t poll_timeout_us; /* busy-poll before sleeping */
 	const uint32_t *cpus;	  /* cpus[i] for worker i, or NULL */
-	bool write_through;	  /* virtio writeback = 0 */
+	/* trackers[i] for queue i (borrowed, outlive every connection), or
+	 * NULL: no I/O tracking. */
+	struct ub_io_tracker *const *trackers;
+	bool write_through;			/* virtio writeback = 0 */
 	char device_id[UB_VIRTIO_BLK_ID_BYTES]; /* GET_ID bytes, 0-padded */
 };
 

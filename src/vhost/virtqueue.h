@@ -25,7 +25,7 @@ struct ub_vq_seg {
 };
 
 struct ub_vq_chain {
-	uint16_t head;	       /* id to push to the used ring */
+	uint16_t head; /* id to push to the used ring */
 	unsigned nseg;
 	struct ub_vq_seg *seg; /* caller's array of cap entries */
 	unsigned cap;
@@ -33,8 +33,8 @@ struct ub_vq_chain {
 
 struct ub_vq {
 	/* Set by the control thread (worker paused). */
-	uint16_t size;		/* ring size (SET_VRING_NUM) */
-	uint64_t desc_gpa;	/* SET_VRING_ADDR, translated to guest phys */
+	uint16_t size;	   /* ring size (SET_VRING_NUM) */
+	uint64_t desc_gpa; /* SET_VRING_ADDR, translated to guest phys */
 	uint64_t avail_gpa;
 	uint64_t used_gpa;
 	bool addr_set;
