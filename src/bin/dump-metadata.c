@@ -154,8 +154,8 @@ static int dump_metadata(const struct ub_config *cfg, struct ub_err *err)
 	uint64_t data_sectors;
 	int rc;
 
-	rc = open_file_dev(cfg, cfg->device.data_path, cfg->tuning.queue_size,
-			   &data, err);
+	rc = open_file_dev(cfg, cfg->device.data_path,
+			   ub_config_queue_depth(cfg), &data, err);
 	if (rc)
 		goto out;
 	data_sectors = data->sectors;

@@ -604,9 +604,9 @@ static int parse_tuning(const struct ub_cfg_doc *doc, struct ub_tuning_cfg *t,
 	}
 	if (qs > RING_SIZE_MAX)
 		LOG_WARN("tuning.queue_size %" PRIu64 " exceeds the %d-entry "
-			 "limit of io_uring and vhost rings (ublk: 4096); the "
-			 "backends will fail to start with it",
-			 qs, RING_SIZE_MAX);
+			 "limit of io_uring and vhost rings: %d is used "
+			 "(ublk: at most 4096)",
+			 qs, RING_SIZE_MAX, RING_SIZE_MAX);
 	t->num_queues = (uint32_t)nq;
 	t->queue_size = (uint32_t)qs;
 	t->seg_size_max = (uint32_t)ssm;

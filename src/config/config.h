@@ -67,11 +67,11 @@ struct ub_archive_storage_cfg {
 	char *endpoint; /* or NULL */
 	char *access_key_id_ref;
 	char *secret_access_key_ref;
-	char *session_token_ref; /* or NULL */
-	uint64_t connections;			 /* default 16 */
-	uint64_t connect_timeout_ms;		 /* default 5000 */
+	char *session_token_ref;	       /* or NULL */
+	uint64_t connections;		       /* default 16 */
+	uint64_t connect_timeout_ms;	       /* default 5000 */
 	uint64_t operation_attempt_timeout_ms; /* default 20000 */
-	uint64_t max_attempts;			 /* default 3 */
+	uint64_t max_attempts;		       /* default 3 */
 	struct ub_rate_limited_retry rate_limited_retry;
 };
 
@@ -81,9 +81,9 @@ struct ub_remote_cfg {
 	char *psk_identity;   /* when has_psk */
 	char *psk_secret_ref; /* when has_psk */
 	char *address;
-	uint64_t connect_timeout_ms;		 /* default 5000 */
+	uint64_t connect_timeout_ms;	       /* default 5000 */
 	uint64_t operation_attempt_timeout_ms; /* default 20000 */
-	uint64_t connections;			 /* default 16 */
+	uint64_t connections;		       /* default 16 */
 	bool autofetch;
 };
 
@@ -120,13 +120,21 @@ struct ub_config {
 	struct ub_secrets secrets;
 };
 
+/* Queue depth for opening the data, metadata and image devices:
+ * tuning.queue_size, at most 32768 (65536 is valid configuration, but no
+ * io_uring ring or virtqueue is that large). */
+static inline uint32_t ub_config_queue_depth(const struct ub_config *cfg)
+{
+	return cfg->tuning.queue_size < 32768u ? cfg->tuning.queue_size
+					       : 32768u;
+}
+
 /* Fills *cfg with the defaults of every optional key (no allocation). */
 void ub_config_defaults(struct ub_config *cfg);
 /* Loads and validates a main configuration (config.md §2.1, every step);
  * on failure returns a negative errno and err names file, position and key
  * path where known. */
-int ub_config_load(const char *path, struct ub_config *cfg,
-		   struct ub_err *err);
+int ub_config_load(const char *path, struct ub_config *cfg, struct ub_err *err);
 void ub_config_free(struct ub_config *cfg);
 /* For a program's main(): sets up locked memory for secrets and loads
  * path; on failure prints "<prog>: loading configuration failed: <why>",

@@ -513,10 +513,7 @@ int ub_metadata_dev_open(const struct ub_config *cfg, bool readonly,
 	    .readonly = readonly,
 	    .direct = true,
 	    .write_through = cfg->tuning.write_through,
-	    /* queue_size 65536 is valid configuration; rings stop at 32768 */
-	    .queue_depth = cfg->tuning.queue_size > 32768
-				   ? 32768
-				   : cfg->tuning.queue_size,
+	    .queue_depth = ub_config_queue_depth(cfg),
 	};
 	struct ub_bdev *file = NULL;
 	int rc;

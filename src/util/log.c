@@ -98,9 +98,11 @@ void ub_log_init(const char *progname)
 		return;
 	lvl = ub_log_parse_level(env);
 	if (lvl < 0) {
-		ub_log_current_level = UB_LOG_ERROR;
+		/* Said at warn level even though the level becomes error. */
+		ub_log_current_level = UB_LOG_WARN;
 		LOG_WARN("%s: unrecognised log level '%s', using 'error'",
 			 which, env);
+		ub_log_current_level = UB_LOG_ERROR;
 		return;
 	}
 	ub_log_current_level = (enum ub_log_level)lvl;

@@ -16,7 +16,6 @@
 #include "stripe/source.h"
 #include "util/log.h"
 
-#define MAX_QUEUE_DEPTH	  32768u
 #define IMAGE_QUEUE_DEPTH 64u /* raw image device (storage.md §3.6) */
 #define FETCH_INFLIGHT	  16u /* stripes between source and target */
 #define PROGRESS_POLL_MS  100u
@@ -31,12 +30,6 @@ struct ub_backend_progress {
 	bool stop;
 };
 
-static uint32_t queue_depth(const struct ub_config *cfg)
-{
-	return cfg->tuning.queue_size < MAX_QUEUE_DEPTH ? cfg->tuning.queue_size
-							: MAX_QUEUE_DEPTH;
-}
-
 /* The data device as stacked in storage.md §3.6: engine, read-write,
  * O_DIRECT, O_DSYNC iff write_through, inside AES-XTS iff encrypted. */
 static int open_data(const struct ub_config *cfg, struct ub_bdev **out,
@@ -47,7 +40,7 @@ static int open_data(const struct ub_config *cfg, struct ub_bdev **out,
 	    .readonly = false,
 	    .direct = true,
 	    .write_through = cfg->tuning.write_through,
-	    .queue_depth = queue_depth(cfg),
+	    .queue_depth = ub_config_queue_depth(cfg),
 	};
 	struct ub_bdev *data = NULL;
 	const struct ub_secret *key;

@@ -33,6 +33,8 @@ expect_rc 0 "-h" "$bin" -h
 expect_rc 0 "--version" "$bin" --version
 contains "$dir/out" "vhost-user-blk backend 0.5.1" "version text"
 expect_rc 0 "-V" "$bin" -V
+UBIBLK_LOG=bogus expect_rc 0 "an unknown log level does not stop the program" "$bin" --version
+contains "$dir/err" "UBIBLK_LOG: unrecognised log level 'bogus', using 'error'" "an unknown log level is reported"
 expect_rc 2 "no arguments is a usage error" "$bin"
 contains "$dir/err" "vhost-backend: " "usage error names the program"
 expect_rc 2 "unknown option" "$bin" --bogus

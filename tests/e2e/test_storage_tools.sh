@@ -186,6 +186,14 @@ expect_rc 0 "dump-metadata with the sync engine" "$bin/dump-metadata" -f "$dir/s
 same_file "$dir/out" "$dir/want" "sync engine dump matches"
 same_file "$dir/sync.md" "$dir/metadata" "same key, same layout: same ciphertext"
 
+# queue_size 65536 loads (with a warning) and the tools use 32768.
+write_config "$dir/q64k.toml" 'metadata_path = "q64k.md"' yes \
+	$'[tuning]\nqueue_size = 65536\n'"$raw_src"
+RUST_LOG=warn expect_rc 0 "init-metadata with queue_size 65536" "$bin/init-metadata" -f "$dir/q64k.toml"
+contains "$dir/err" "32768 is used" "queue_size 65536: the warning says what is used"
+expect_rc 0 "dump-metadata with queue_size 65536" "$bin/dump-metadata" -f "$dir/q64k.toml"
+same_file "$dir/out" "$dir/want" "queue_size 65536: same dump"
+
 # --- unencrypted ---------------------------------------------------------
 expect_rc 0 "init-metadata (unencrypted)" "$bin/init-metadata" -f "$dir/plain.toml"
 contains "$dir/plain.md" "BDEV_UBI" "unencrypted metadata has the magic"
