@@ -166,6 +166,46 @@ static int decrypt_iov(struct crypt_chan *cc, const struct iovec *iov,
 	return 0;
 }
 
+/* Encrypts count sectors from the iovecs at *pos into buf and advances
+ * *pos: whole sectors inside one iovec in one pass each (the caller's
+ * memory is only read), a sector split across iovecs gathered into buf
+ * first and encrypted there. */
+static int encrypt_iov_to(struct crypt_chan *cc, unsigned char *buf,
+			  const struct iovec *iov, struct iov_pos *pos,
+			  uint64_t sector, uint32_t count)
+{
+	while (count) {
+		size_t avail = iov[pos->i].iov_len - pos->off;
+		const unsigned char *p =
+		    (const unsigned char *)iov[pos->i].iov_base + pos->off;
+		uint32_t n;
+		int rc;
+
+		if (!avail) {
+			pos->i++;
+			pos->off = 0;
+			continue;
+		}
+		if (avail >= UB_SECTOR_SIZE) {
+			n = avail / UB_SECTOR_SIZE < count
+				? (uint32_t)(avail / UB_SECTOR_SIZE)
+				: count;
+			rc = ub_xts_encrypt_to(cc->xts, buf, p, sector, n);
+			pos->off += (size_t)n << UB_SECTOR_SHIFT;
+		} else {
+			n = 1;
+			iov_copy(iov, pos, buf, UB_SECTOR_SIZE, true);
+			rc = ub_xts_encrypt(cc->xts, buf, sector, 1);
+		}
+		if (rc)
+			return rc;
+		buf += (size_t)n << UB_SECTOR_SHIFT;
+		sector += n;
+		count -= n;
+	}
+	return 0;
+}
+
 /* ---- slots and bounce arena ------------------------------------------- */
 
 /* Keeps a copy of the request's iovecs; iovcnt is bounded by
@@ -257,12 +297,14 @@ static int write_chunk(struct crypt_chan *cc, struct crypt_slot *s,
 	    .id = idx,
 	};
 
-	if (s->op == UB_BDEV_WRITE)
-		iov_copy(src, &s->pos, buf, len, true);
-	else
+	if (s->op == UB_BDEV_WRITE) {
+		if (encrypt_iov_to(cc, buf, src, &s->pos, s->sector, s->count))
+			return -EIO;
+	} else {
 		memset(buf, 0, len);
-	if (ub_xts_encrypt(cc->xts, buf, s->sector, s->count))
-		return -EIO;
+		if (ub_xts_encrypt(cc->xts, buf, s->sector, s->count))
+			return -EIO;
+	}
 	return ub_bdev_chan_queue(cc->inner, &r);
 }
 

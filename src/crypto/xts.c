@@ -45,11 +45,13 @@ static inline tweak_t tweak_load(const unsigned char *p)
 	return _mm_loadu_si128((const __m128i *)p);
 }
 
-static inline void tweak_xor(unsigned char *p, tweak_t t)
+/* dst = src ^ t (16 bytes; dst == src allowed). */
+static inline void tweak_xor(unsigned char *dst, const unsigned char *src,
+			     tweak_t t)
 {
-	__m128i v = _mm_loadu_si128((const __m128i *)p);
+	__m128i v = _mm_loadu_si128((const __m128i *)src);
 
-	_mm_storeu_si128((__m128i *)p, _mm_xor_si128(v, t));
+	_mm_storeu_si128((__m128i *)dst, _mm_xor_si128(v, t));
 }
 
 /* Shifts each 32-bit lane left by one and adds the bit each lane lost to
@@ -89,10 +91,11 @@ static inline tweak_t tweak_load(const unsigned char *p)
 	return t;
 }
 
-static inline void tweak_xor(unsigned char *p, tweak_t t)
+static inline void tweak_xor(unsigned char *dst, const unsigned char *src,
+			     tweak_t t)
 {
-	store_le64(p, load_le64(p) ^ t.lo);
-	store_le64(p + 8, load_le64(p + 8) ^ t.hi);
+	store_le64(dst, load_le64(src) ^ t.lo);
+	store_le64(dst + 8, load_le64(src + 8) ^ t.hi);
 }
 
 static inline tweak_t tweak_double(tweak_t t)
@@ -105,27 +108,29 @@ static inline tweak_t tweak_double(tweak_t t)
 }
 #endif
 
-/* XORs the tweak sequence of unit i (starting at tw + 16 i) into each of
- * the n units of buf. Four units run side by side so that four doubling
- * chains overlap instead of waiting on each other. */
-static void whiten(unsigned char *buf, const unsigned char *tw, uint32_t n)
+/* dst = src ^ the tweak sequence of unit i (starting at tw + 16 i), for
+ * each of the n units (dst == src: in place). Four units run side by side
+ * so that four doubling chains overlap instead of waiting on each other. */
+static void whiten(unsigned char *dst, const unsigned char *src,
+		   const unsigned char *tw, uint32_t n)
 {
 	const size_t u = UB_XTS_UNIT_LEN;
 	uint32_t i = 0;
 	size_t j;
 
 	for (; i + 4 <= n; i += 4) {
-		unsigned char *p = buf + i * u;
+		unsigned char *d = dst + i * u;
+		const unsigned char *p = src + i * u;
 		tweak_t t0 = tweak_load(tw + i * BLOCK_LEN);
 		tweak_t t1 = tweak_load(tw + (i + 1) * BLOCK_LEN);
 		tweak_t t2 = tweak_load(tw + (i + 2) * BLOCK_LEN);
 		tweak_t t3 = tweak_load(tw + (i + 3) * BLOCK_LEN);
 
 		for (j = 0; j < u; j += BLOCK_LEN) {
-			tweak_xor(p + j, t0);
-			tweak_xor(p + u + j, t1);
-			tweak_xor(p + 2 * u + j, t2);
-			tweak_xor(p + 3 * u + j, t3);
+			tweak_xor(d + j, p + j, t0);
+			tweak_xor(d + u + j, p + u + j, t1);
+			tweak_xor(d + 2 * u + j, p + 2 * u + j, t2);
+			tweak_xor(d + 3 * u + j, p + 3 * u + j, t3);
 			t0 = tweak_double(t0);
 			t1 = tweak_double(t1);
 			t2 = tweak_double(t2);
@@ -133,11 +138,12 @@ static void whiten(unsigned char *buf, const unsigned char *tw, uint32_t n)
 		}
 	}
 	for (; i < n; i++) {
-		unsigned char *p = buf + i * u;
+		unsigned char *d = dst + i * u;
+		const unsigned char *p = src + i * u;
 		tweak_t t = tweak_load(tw + i * BLOCK_LEN);
 
 		for (j = 0; j < u; j += BLOCK_LEN) {
-			tweak_xor(p + j, t);
+			tweak_xor(d + j, p + j, t);
 			t = tweak_double(t);
 		}
 	}
@@ -157,44 +163,49 @@ static int ecb(EVP_CIPHER_CTX *ctx, unsigned char *p, size_t len)
 	return 0;
 }
 
-/* XTS over n <= CHUNK_UNITS units of buf whose initial tweaks are in
- * x->tw; encrypts those tweaks in place first. */
-static int crypt_chunk(struct ub_xts *x, unsigned char *buf, uint32_t n,
-		       bool enc)
+/* XTS over n <= CHUNK_UNITS units from src into dst (dst == src: in
+ * place) whose initial tweaks are in x->tw; encrypts those tweaks in place
+ * first. The first whitening pass does the copy, so out of place costs no
+ * extra pass over the data. */
+static int crypt_chunk(struct ub_xts *x, unsigned char *dst,
+		       const unsigned char *src, uint32_t n, bool enc)
 {
 	int rc;
 
 	rc = ecb(x->tweak, x->tw, (size_t)n * BLOCK_LEN);
 	if (rc)
 		return rc;
-	whiten(buf, x->tw, n);
-	rc = ecb(enc ? x->enc : x->dec, buf, (size_t)n * UB_XTS_UNIT_LEN);
+	whiten(dst, src, x->tw, n);
+	rc = ecb(enc ? x->enc : x->dec, dst, (size_t)n * UB_XTS_UNIT_LEN);
 	if (rc)
 		return rc;
-	whiten(buf, x->tw, n);
+	whiten(dst, dst, x->tw, n);
 	return 0;
 }
 
-static int crypt_sectors(struct ub_xts *x, void *buf, uint64_t first,
-			 uint32_t count, bool enc)
+static int crypt_sectors(struct ub_xts *x, void *dst, const void *src,
+			 uint64_t first, uint32_t count, bool enc)
 {
-	unsigned char *p = buf;
+	unsigned char *d = dst;
+	const unsigned char *p = src;
 	size_t used = 0; /* bytes of x->tw to wipe */
 	uint32_t done = 0, n, i;
 	int rc = 0;
 
-	if (!x || (count && !buf))
+	if (!x || (count && (!dst || !src)))
 		return -EINVAL;
 	if (count && first > UINT64_MAX - (count - 1))
 		return -EINVAL;
 	while (done < count) {
+		size_t off = (size_t)done * UB_XTS_UNIT_LEN;
+
 		n = count - done < CHUNK_UNITS ? count - done : CHUNK_UNITS;
 		for (i = 0; i < n; i++)
 			ub_xts_sector_tweak(first + done + i,
 					    x->tw + i * BLOCK_LEN);
 		if (used < (size_t)n * BLOCK_LEN)
 			used = (size_t)n * BLOCK_LEN;
-		rc = crypt_chunk(x, p + (size_t)done * UB_XTS_UNIT_LEN, n, enc);
+		rc = crypt_chunk(x, d + off, p + off, n, enc);
 		if (rc)
 			goto out;
 		done += n;
@@ -212,7 +223,7 @@ static int crypt_unit(struct ub_xts *x, void *buf,
 	if (!x || !buf || !tweak)
 		return -EINVAL;
 	memcpy(x->tw, tweak, UB_XTS_TWEAK_LEN);
-	rc = crypt_chunk(x, buf, 1, enc);
+	rc = crypt_chunk(x, buf, buf, 1, enc);
 	ub_wipe(x->tw, UB_XTS_TWEAK_LEN);
 	return rc;
 }
@@ -220,13 +231,19 @@ static int crypt_unit(struct ub_xts *x, void *buf,
 int ub_xts_encrypt(struct ub_xts *x, void *buf, uint64_t first_sector,
 		   uint32_t count)
 {
-	return crypt_sectors(x, buf, first_sector, count, true);
+	return crypt_sectors(x, buf, buf, first_sector, count, true);
 }
 
 int ub_xts_decrypt(struct ub_xts *x, void *buf, uint64_t first_sector,
 		   uint32_t count)
 {
-	return crypt_sectors(x, buf, first_sector, count, false);
+	return crypt_sectors(x, buf, buf, first_sector, count, false);
+}
+
+int ub_xts_encrypt_to(struct ub_xts *x, void *dst, const void *src,
+		      uint64_t first_sector, uint32_t count)
+{
+	return crypt_sectors(x, dst, src, first_sector, count, true);
 }
 
 int ub_xts_encrypt_unit(struct ub_xts *x, void *buf,

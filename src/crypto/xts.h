@@ -81,6 +81,13 @@ int ub_xts_encrypt(struct ub_xts *x, void *buf, uint64_t first_sector,
 int ub_xts_decrypt(struct ub_xts *x, void *buf, uint64_t first_sector,
 		   uint32_t count);
 
+/* Encrypts count sectors from src into dst (both count * 512 bytes,
+ * caller's; the same buffer, or buffers that do not overlap), in one pass
+ * over the data: what a write through a bounce buffer needs. Errors as
+ * ub_xts_encrypt (dst holds garbage after -EIO; src is never written). */
+int ub_xts_encrypt_to(struct ub_xts *x, void *dst, const void *src,
+		      uint64_t first_sector, uint32_t count);
+
 /* One 512-byte data unit in place with an explicit 16-byte initial tweak
  * (IEEE 1619's data unit number as 128-bit little endian); for standard
  * test vectors. Errors as ub_xts_encrypt. */

@@ -418,6 +418,51 @@ static void test_request_equals_sector_by_sector(void **state)
 	ub_xts_free(x);
 }
 
+/* Out of place gives the in-place result, never writes the source, and
+ * decrypts back; odd counts and a source that is not 16-byte aligned
+ * included. */
+static void test_encrypt_to_equals_in_place_and_leaves_source(void **state)
+{
+	enum { N = 45 };
+	unsigned char *src, *copy, *dst, *inplace; /* owned: freed below */
+	struct ub_xts *x;
+	struct ub_err err = {{0}};
+	uint64_t first = 123456789;
+
+	assert_int_equal(ub_xts_new_random(&x, &err), 0);
+	src = malloc(N * SECTOR + 1);
+	copy = malloc(N * SECTOR);
+	dst = malloc(N * SECTOR);
+	inplace = malloc(N * SECTOR);
+	assert_true(src && copy && dst && inplace);
+	random_bytes(src + 1, N * SECTOR);
+	memcpy(copy, src + 1, N * SECTOR);
+	memcpy(inplace, src + 1, N * SECTOR);
+	for (int n = 1; n <= N; n += 11) {
+		memcpy(inplace, copy, N * SECTOR);
+		assert_int_equal(ub_xts_encrypt(x, inplace, first, n), 0);
+		assert_int_equal(ub_xts_encrypt_to(x, dst, src + 1, first, n),
+				 0);
+		assert_memory_equal(dst, inplace, (size_t)n * SECTOR);
+		assert_memory_equal(src + 1, copy, N * SECTOR);
+		assert_int_equal(ub_xts_decrypt(x, dst, first, n), 0);
+		assert_memory_equal(dst, copy, (size_t)n * SECTOR);
+	}
+	/* dst == src is in place. */
+	memcpy(dst, copy, N * SECTOR);
+	assert_int_equal(ub_xts_encrypt_to(x, dst, dst, first, N), 0);
+	memcpy(inplace, copy, N * SECTOR);
+	assert_int_equal(ub_xts_encrypt(x, inplace, first, N), 0);
+	assert_memory_equal(dst, inplace, N * SECTOR);
+	assert_int_equal(ub_xts_encrypt_to(x, NULL, copy, first, 1), -EINVAL);
+	assert_int_equal(ub_xts_encrypt_to(x, dst, NULL, first, 1), -EINVAL);
+	free(src);
+	free(copy);
+	free(dst);
+	free(inplace);
+	ub_xts_free(x);
+}
+
 static void test_sector_above_2_32_round_trips_and_differs(void **state)
 {
 	unsigned char plain[SECTOR], lo[SECTOR], hi[SECTOR];
@@ -794,6 +839,7 @@ int main(void)
 	    cmocka_unit_test(test_ieee1619_vectors_11_to_14),
 	    cmocka_unit_test(test_matches_openssl_xts_for_all_request_shapes),
 	    cmocka_unit_test(test_request_equals_sector_by_sector),
+	    cmocka_unit_test(test_encrypt_to_equals_in_place_and_leaves_source),
 	    cmocka_unit_test(test_sector_above_2_32_round_trips_and_differs),
 	    cmocka_unit_test(test_count_zero_does_nothing),
 	    cmocka_unit_test(test_last_sector_2_64_minus_1_is_accepted),
