@@ -272,6 +272,19 @@ static bool range_ok(const struct ub_blk_queue *q, uint64_t sector,
 	return count <= q->capacity && sector <= q->capacity - count;
 }
 
+/* Submits what the channel holds. */
+static void submit(struct ub_blk_queue *q)
+{
+	int rc;
+
+	q->need_submit = false;
+	q->unsubmitted = 0;
+	rc = ub_bdev_chan_submit(q->ch);
+	if (rc < 0)
+		LOG_ERROR("queue %u: submit failed: %s", q->qidx,
+			  strerror(-rc));
+}
+
 /* Records a request in the queue's tracker when it goes to the device
  * (backends.md §5: counted at submission, so failures count too). DISCARD
  * and WRITE_ZEROES have no tracker kind and are not counted. */
@@ -335,6 +348,9 @@ static unsigned start_io(struct ub_blk_queue *q, const struct ub_vq_chain *c,
 		return 1;
 	}
 	q->need_submit = true;
+	q->unsubmitted += (uint64_t)req->count << UB_SECTOR_SHIFT;
+	if (q->unsubmitted >= UB_BLK_SUBMIT_BATCH_BYTES)
+		submit(q);
 	return 0;
 }
 
@@ -591,7 +607,6 @@ static unsigned fetch(struct ub_blk_queue *q)
 unsigned ub_blk_queue_process(struct ub_blk_queue *q, bool fetch_new)
 {
 	unsigned progress = 0;
-	int rc;
 
 	if (!q->slots)
 		return 0;
@@ -600,13 +615,8 @@ unsigned ub_blk_queue_process(struct ub_blk_queue *q, bool fetch_new)
 		progress++;
 	if (!q->deferred && fetch_new)
 		progress += fetch(q);
-	if (q->need_submit) {
-		q->need_submit = false;
-		rc = ub_bdev_chan_submit(q->ch);
-		if (rc < 0)
-			LOG_ERROR("queue %u: submit failed: %s", q->qidx,
-				  strerror(-rc));
-	}
+	if (q->need_submit)
+		submit(q);
 	progress += reap(q);
 	ub_vq_notify(q->vq);
 	return progress;

@@ -95,6 +95,12 @@ enum ub_blk_parse_err ub_blk_parse(const struct ub_guest_mem *m,
 				   const struct ub_vq_chain *c,
 				   struct ub_blk_parsed *p);
 
+/* Data queued in one pass before the channel is submitted early: small
+ * requests are batched into one submission, while large ones (which the
+ * crypt device encrypts as they are queued) reach the device while the
+ * worker goes on with the next. */
+#define UB_BLK_SUBMIT_BATCH_BYTES (128u << 10)
+
 /* Guest-triggered error messages: at most UB_BLK_LOG_BURST per second per
  * queue, then a count of what was suppressed. */
 #define UB_BLK_LOG_BURST 5
@@ -133,6 +139,7 @@ struct ub_blk_queue {
 	uint32_t deferred_slot;
 	struct ub_bdev_req deferred_req; /* iov points into iov[] */
 	bool need_submit;
+	uint64_t unsubmitted; /* data bytes queued since the last submit */
 	struct ub_blk_ratelimit rl;
 };
 
