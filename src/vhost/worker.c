@@ -51,6 +51,12 @@ struct ub_vq_worker {
 	bool serving;		 /* ready, enabled, mapped, not broken */
 	bool run_pass;		 /* a pass is due without a kick */
 	struct ub_blk_queue q;
+	/* Adaptive busy-poll window (see adapt_poll): current length in
+	 * microseconds, at most params.poll_timeout_us; when the worker went
+	 * to sleep idle (nothing of its own in flight), and since when. */
+	uint64_t poll_us;
+	bool idle_sleep;
+	uint64_t sleep_at;
 
 	/* Control <-> worker hand-off, under lock. */
 	pthread_mutex_t lock;
@@ -197,12 +203,43 @@ static void stop_serving(struct ub_vq_worker *w)
 	w->serving = false;
 }
 
-/* Serves the queue until it has been idle for poll_timeout_us and can
+/* First window after polling was switched off, and the smallest kept. */
+#define POLL_GROW_START_US 8u
+
+/*
+ * Adaptive polling. poll_timeout_us is the longest the worker spins
+ * waiting for the guest; how long it really spins follows how long the
+ * guest kept it waiting last time it slept idle:
+ *   - woken by the guest within poll_timeout_us: spinning a little longer
+ *     would have caught it, so the window doubles (from
+ *     POLL_GROW_START_US when it was 0), up to poll_timeout_us;
+ *   - kept waiting longer than that: spinning was wasted, the window
+ *     halves (below POLL_GROW_START_US it becomes 0).
+ * A busy guest keeps the full window (its latency is what polling is
+ * for); a slow or idle one stops burning a CPU that it may need itself
+ * (a VMM's vCPU threads share the host's cores with the workers).
+ */
+static void adapt_poll(struct ub_vq_worker *w, uint64_t blocked_us)
+{
+	uint64_t max = w->dev->params.poll_timeout_us;
+
+	if (blocked_us > max) {
+		w->poll_us /= 2;
+		if (w->poll_us < POLL_GROW_START_US)
+			w->poll_us = 0;
+	} else if (blocked_us > w->poll_us) {
+		w->poll_us = w->poll_us ? w->poll_us * 2 : POLL_GROW_START_US;
+		if (w->poll_us > max)
+			w->poll_us = max;
+	}
+}
+
+/* Serves the queue until it has been idle for the poll window and can
  * sleep, or a control request is pending. */
 static void serve(struct ub_vq_worker *w)
 {
 	struct ub_vq *vq = &w->dev->vqs[w->qidx];
-	uint64_t timeout = w->dev->params.poll_timeout_us;
+	uint64_t timeout = w->poll_us;
 	uint64_t last = now_us();
 
 	for (;;) {
@@ -236,12 +273,15 @@ static void serve(struct ub_vq_worker *w)
 		}
 		if (vq->broken)
 			stop_serving(w);
+		w->idle_sleep = !ub_blk_queue_busy(&w->q);
+		w->sleep_at = now_us();
 		return;
 	}
 }
 
-/* Waits for events; returns false on a fatal error. */
-static bool wait_events(struct ub_vq_worker *w, bool *work)
+/* Waits for events; returns false on a fatal error. *kicked tells whether
+ * the guest kicked. */
+static bool wait_events(struct ub_vq_worker *w, bool *work, bool *kicked)
 {
 	struct epoll_event ev[4];
 	eventfd_t v;
@@ -272,6 +312,7 @@ static bool wait_events(struct ub_vq_worker *w, bool *work)
 			if (in && w->kick_reg >= 0)
 				(void)eventfd_read(w->kick_reg, &v);
 			*work = true;
+			*kicked = true;
 			break;
 		case TAG_CHAN:
 			if (bad)
@@ -288,8 +329,9 @@ static bool wait_events(struct ub_vq_worker *w, bool *work)
 
 static void run(struct ub_vq_worker *w)
 {
-	bool work;
+	bool work, kicked;
 
+	w->poll_us = w->dev->params.poll_timeout_us;
 	refresh(w);
 	for (;;) {
 		if (atomic_load_explicit(&w->ctl, memory_order_acquire)) {
@@ -298,13 +340,18 @@ static void run(struct ub_vq_worker *w)
 			continue;
 		}
 		work = w->run_pass;
+		kicked = false;
 		w->run_pass = false;
-		if (!work && !wait_events(w, &work)) {
+		if (!work && !wait_events(w, &work, &kicked)) {
 			LOG_ERROR("queue %u: event loop error; the queue is no "
 				  "longer served",
 				  w->qidx);
 			break;
 		}
+		/* Only a wait for the guest says anything about the guest. */
+		if (kicked && w->idle_sleep)
+			adapt_poll(w, now_us() - w->sleep_at);
+		w->idle_sleep = false;
 		if (work)
 			serve(w);
 	}

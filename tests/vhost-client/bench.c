@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "vc.h"
@@ -169,6 +170,8 @@ static void *bench_thread(void *arg)
 				t->errors++;
 			else if (t->a->lat)
 				lat_record(t, r);
+			if (t->a->think_us)
+				usleep((useconds_t)t->a->think_us);
 			rc = submit_one(t, r);
 			if (rc < 0)
 				break;

@@ -25,6 +25,7 @@ struct vc_args {
 	uint64_t lat_split;  /* bench --lat: two areas, below/above this */
 	uint64_t lat_stripe; /* bench --lat: below the split, each stripe
 				of this size is read at most once */
+	uint64_t think_us;   /* bench: pause after each completion */
 };
 
 /* One line per check: "ok N - name" or "not ok N - name: why". */

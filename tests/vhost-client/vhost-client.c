@@ -62,6 +62,10 @@ static void usage(FILE *f)
 		"                      above this offset, reported apart\n"
 		"                      (single queue, QD1 gives pure "
 		"latency)\n"
+		"      --think-us N    wait N microseconds after each "
+		"completion before\n"
+		"                      the next request (a guest that is "
+		"not always busy)\n"
 		"      --lat-stripe BYTES --lat: below the split, read each "
 		"stripe of\n"
 		"                      this size at most once (first "
@@ -115,6 +119,7 @@ enum {
 	OPT_LAT,
 	OPT_LAT_SPLIT,
 	OPT_LAT_STRIPE,
+	OPT_THINK_US,
 };
 
 int main(int argc, char **argv)
@@ -134,6 +139,7 @@ int main(int argc, char **argv)
 	    {"lat", no_argument, NULL, OPT_LAT},
 	    {"lat-split", required_argument, NULL, OPT_LAT_SPLIT},
 	    {"lat-stripe", required_argument, NULL, OPT_LAT_STRIPE},
+	    {"think-us", required_argument, NULL, OPT_THINK_US},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -208,6 +214,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_LAT_STRIPE:
 			a.lat_stripe = parse_size(optarg, &ok);
+			break;
+		case OPT_THINK_US:
+			a.think_us = parse_size(optarg, &ok);
 			break;
 		case 'h':
 			usage(stdout);
