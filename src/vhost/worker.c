@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -218,20 +219,42 @@ static void stop_serving(struct ub_vq_worker *w)
  * A busy guest keeps the full window (its latency is what polling is
  * for); a slow or idle one stops burning a CPU that it may need itself
  * (a VMM's vCPU threads share the host's cores with the workers).
+ *
+ * Spinning only pays when the CPU would otherwise idle. When the kernel
+ * preempted the worker while it served (its involuntary context switches
+ * went up: other threads, such as the guest's vCPUs, were waiting for
+ * this CPU), the window halves instead and does not grow at the next
+ * wake-up; on an oversubscribed host polling thus fades out, and it comes
+ * back when the CPU is free again.
  */
+static void shrink_poll(struct ub_vq_worker *w)
+{
+	w->poll_us /= 2;
+	if (w->poll_us < POLL_GROW_START_US)
+		w->poll_us = 0;
+}
+
 static void adapt_poll(struct ub_vq_worker *w, uint64_t blocked_us)
 {
 	uint64_t max = w->dev->params.poll_timeout_us;
 
 	if (blocked_us > max) {
-		w->poll_us /= 2;
-		if (w->poll_us < POLL_GROW_START_US)
-			w->poll_us = 0;
+		shrink_poll(w);
 	} else if (blocked_us > w->poll_us) {
 		w->poll_us = w->poll_us ? w->poll_us * 2 : POLL_GROW_START_US;
 		if (w->poll_us > max)
 			w->poll_us = max;
 	}
+}
+
+/* Involuntary context switches of the calling thread so far. */
+static long preemptions(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_THREAD, &ru) != 0)
+		return 0;
+	return ru.ru_nivcsw;
 }
 
 /* Serves the queue until it has been idle for the poll window and can
@@ -329,7 +352,7 @@ static bool wait_events(struct ub_vq_worker *w, bool *work, bool *kicked)
 
 static void run(struct ub_vq_worker *w)
 {
-	bool work, kicked;
+	bool work, kicked, contended = false;
 
 	w->poll_us = w->dev->params.poll_timeout_us;
 	refresh(w);
@@ -349,11 +372,17 @@ static void run(struct ub_vq_worker *w)
 			break;
 		}
 		/* Only a wait for the guest says anything about the guest. */
-		if (kicked && w->idle_sleep)
+		if (kicked && w->idle_sleep && !contended)
 			adapt_poll(w, now_us() - w->sleep_at);
 		w->idle_sleep = false;
-		if (work)
+		if (work) {
+			long before = preemptions();
+
 			serve(w);
+			contended = preemptions() != before;
+			if (contended)
+				shrink_poll(w);
+		}
 	}
 	/* Dead: finish what is in flight, then behave as parked until
 	 * stopped. */
