@@ -43,6 +43,7 @@
 #include "util/log.h"
 #include "util/process.h"
 #include "util/secmem.h"
+#include "util/utf8.h"
 
 static const char *prog = "ubiblk-init";
 
@@ -243,47 +244,6 @@ static int parse_num(const char *flag, const char *arg, uint64_t min,
 	return 0;
 }
 
-/* True when s is valid UTF-8, as a TOML string must be. */
-static bool valid_utf8(const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-
-	while (*p) {
-		unsigned n, i;
-		uint32_t cp, min;
-
-		if (*p < 0x80) {
-			p++;
-			continue;
-		}
-		if ((*p & 0xe0) == 0xc0) {
-			n = 1;
-			cp = *p & 0x1f;
-			min = 0x80;
-		} else if ((*p & 0xf0) == 0xe0) {
-			n = 2;
-			cp = *p & 0x0f;
-			min = 0x800;
-		} else if ((*p & 0xf8) == 0xf0) {
-			n = 3;
-			cp = *p & 0x07;
-			min = 0x10000;
-		} else {
-			return false;
-		}
-		/* A NUL fails the continuation test: no read past it. */
-		for (i = 1; i <= n; i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				return false;
-			cp = cp << 6 | (p[i] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		p += n + 1;
-	}
-	return true;
-}
-
 /* Writes s as a TOML basic string (s is valid UTF-8). */
 static void put_toml_str(FILE *f, const char *s)
 {
@@ -405,7 +365,7 @@ static int check_opts(const struct init_opts *o, struct init_paths *p,
 		    resolve_base(o->base, o->size, &p->base, &p->base_st, err);
 		if (rc)
 			return rc;
-		if (!valid_utf8(p->base))
+		if (!ub_utf8_valid(p->base))
 			return ub_err_ret(err, -EINVAL,
 					  "base image path %s is not valid "
 					  "UTF-8: a TOML file cannot hold it",
@@ -420,13 +380,13 @@ static int check_opts(const struct init_opts *o, struct init_paths *p,
 			return ub_err_ret(err, -EINVAL,
 					  "cannot make %s absolute: %s",
 					  o->rpc_socket, strerror(errno));
-		if (!valid_utf8(p->rpc_socket))
+		if (!ub_utf8_valid(p->rpc_socket))
 			return ub_err_ret(err, -EINVAL,
 					  "--rpc-socket %s is not valid "
 					  "UTF-8: a TOML file cannot hold it",
 					  p->rpc_socket);
 	}
-	if (o->device_id && !valid_utf8(o->device_id))
+	if (o->device_id && !ub_utf8_valid(o->device_id))
 		return ub_err_ret(err, -EINVAL,
 				  "--device-id is not valid UTF-8: a TOML file "
 				  "cannot hold it");

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/utf8.h"
 
 #define DUMP_FLAGS (JSON_COMPACT | JSON_SORT_KEYS)
 
@@ -62,58 +63,6 @@
 #define REFUSE_MAX	 16u
 
 /* ---- request handling ------------------------------------------------- */
-
-/* Length of the UTF-8 sequence at s (at most avail bytes), or 0 when it is
- * not valid (overlong forms, surrogates and values above U+10FFFF are
- * not). */
-static size_t utf8_seq(const unsigned char *s, size_t avail)
-{
-	uint32_t cp, min;
-	size_t n, k;
-
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0) {
-		n = 2;
-		cp = s[0] & 0x1f;
-		min = 0x80;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		n = 3;
-		cp = s[0] & 0x0f;
-		min = 0x800;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		n = 4;
-		cp = s[0] & 0x07;
-		min = 0x10000;
-	} else {
-		return 0;
-	}
-	if (avail < n)
-		return 0;
-	for (k = 1; k < n; k++) {
-		if ((s[k] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[k] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
-/* Length of the longest valid UTF-8 prefix of s[0..len). */
-static size_t utf8_valid_prefix(const char *s, size_t len)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0, n;
-
-	while (i < len) {
-		n = utf8_seq(p + i, len - i);
-		if (!n)
-			break;
-		i += n;
-	}
-	return i;
-}
 
 static bool is_space(char c)
 {
@@ -179,7 +128,7 @@ __attribute__((format(printf, 1, 2))) static json_t *error_json(const char *fmt,
 	va_end(ap);
 	if (n < 0)
 		return NULL;
-	j = obj1("error", json_stringn(msg, utf8_valid_prefix(msg, n)));
+	j = obj1("error", json_stringn(msg, ub_utf8_valid_prefix(msg, n)));
 	free(msg);
 	return j;
 }
@@ -371,7 +320,7 @@ char *ub_rpc_handle_line(const struct ub_rpc_source *src, const char *line,
 		errno = 0;
 		return NULL;
 	}
-	valid = utf8_valid_prefix(line, len);
+	valid = ub_utf8_valid_prefix(line, len);
 	if (valid < len)
 		return dump(error_json("invalid request: invalid UTF-8 at "
 				       "byte %zu",
