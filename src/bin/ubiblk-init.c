@@ -1295,13 +1295,7 @@ static void usage(FILE *f)
 		"config.toml, and\n"
 		"xts_key or kek. Then run: vhost-backend --config "
 		"DIR/config.toml\n"
-		"\n"
-		"Environment:\n"
-		"  UBIBLK_LOG, RUST_LOG  log level: off, error (default), "
-		"warn, info,\n"
-		"                        debug, trace (UBIBLK_LOG wins)\n"
-		"\n"
-		"Exit status: 0 success, 1 error, 2 usage error.\n",
+		"\n" UB_CLI_HELP_FOOTER,
 		prog, prog);
 }
 

@@ -43,13 +43,7 @@ static void usage(FILE *f)
 	    "                     with secrets redacted, and exit\n"
 	    "  -h, --help         print this help and exit\n"
 	    "  -V, --version      print the version and exit\n"
-	    "\n"
-	    "Environment:\n"
-	    "  UBIBLK_LOG, RUST_LOG  log level: off, error (default), "
-	    "warn, info,\n"
-	    "                        debug, trace (UBIBLK_LOG wins)\n"
-	    "\n"
-	    "Exit status: 0 success, 1 error, 2 usage error.\n",
+	    "\n" UB_CLI_HELP_FOOTER,
 	    prog);
 }
 

@@ -5,6 +5,16 @@
 
 #include <stdint.h>
 
+/* The end of every program's --help: the log environment and the exit
+ * codes (a string literal, to close a usage text). */
+#define UB_CLI_HELP_FOOTER                                                     \
+	"Environment:\n"                                                       \
+	"  UBIBLK_LOG, RUST_LOG  log level: off, error (default), warn, "      \
+	"info,\n"                                                              \
+	"                        debug, trace (UBIBLK_LOG wins)\n"             \
+	"\n"                                                                   \
+	"Exit status: 0 success, 1 error, 2 usage error.\n"
+
 enum {
 	UB_EXIT_OK = 0,
 	UB_EXIT_FAILURE = 1, /* runtime or configuration error */
